@@ -1,0 +1,42 @@
+"""The exceptions a user can see. Owns the error tree; must not format output or pick exit codes.
+
+    ReconcileError                 every failure the CLI reports as one sentence, exit 1
+    ├── SpecError                  a spec file is unreadable, malformed or breaks a rule
+    ├── SourceError                a snapshot file or database cannot be read or written
+    │   └── FormatVersionError     a file declares a format major version this build does not read
+    ├── PlanFileError              a saved plan file is unreadable or malformed
+    └── ApplyRefused               apply will not start (no terminal to ask, plan for another source)
+
+Every message names what went wrong, where (file:line:column or document path), and what to do.
+"""
+
+from __future__ import annotations
+
+
+class ReconcileError(Exception):
+    """Root of every error the tool reports to a user."""
+
+
+class SpecError(ReconcileError):
+    """A spec is unreadable, does not match the schema, or breaks a semantic rule."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems[0] if len(self.problems) == 1 else
+                         f"{len(self.problems)} problems in the spec:\n  " + "\n  ".join(self.problems))
+
+
+class SourceError(ReconcileError):
+    """A snapshot file or database could not be read or written."""
+
+
+class FormatVersionError(SourceError):
+    """A file declares a major format version this build cannot read."""
+
+
+class PlanFileError(ReconcileError):
+    """A saved plan file is missing, malformed, or of an unknown format version."""
+
+
+class ApplyRefused(ReconcileError):
+    """Apply refuses to start: no terminal to confirm on, or the plan was made for another source."""

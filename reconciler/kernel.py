@@ -1,0 +1,462 @@
+"""Rules 1-8 of the design: group documents into series, then one pure kernel per series.
+
+``group_series`` reads the state once and hands each series its own documents; ``reconcile_series``
+turns one series into ops and findings and looks at nothing else (but the set of taken document IDs),
+so series can be reconciled in any order, or spread over workers. No I/O, no clock.
+
+Every collection and field name comes from the spec: this module knows rule kinds, not an app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from reconciler.model import (
+    ACTION_BASE_WEEK,
+    ACTION_HALF_LINK,
+    ACTION_NEW_WEEK,
+    ACTION_PAIR,
+    CreateDocumentOp,
+    Document,
+    FieldFill,
+    FillFieldsOp,
+    Finding,
+    Op,
+    Spec,
+    State,
+    StatusTransition,
+)
+from reconciler.values import MISSING, canonical, is_empty, is_int, is_timestamp, show
+
+# -- grouping ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    doc: Document
+    week: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesInput:
+    """One series' documents: its members (with their weeks) and the responses keyed to it."""
+
+    key: tuple[Any, ...]
+    label: str
+    members: tuple[Member, ...]
+    responses: tuple[Document, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ops: tuple[Op, ...]
+    findings: tuple[Finding, ...]
+
+
+def valid_key_value(value: Any) -> bool:
+    """A series key part is a non-empty string or an integer."""
+    return (isinstance(value, str) and value != "") or is_int(value)
+
+
+def member_week(spec: Spec, doc: Document) -> int | None | str:
+    """Rule 1: the member's week; None when the document is not recurring; "invalid" when it says it
+    is recurring but its week field holds something that is not an integer."""
+    rule = spec.series
+    week = doc.get(rule.week_field)
+    if is_int(week):
+        return week
+    if rule.recurring_flag is not None and doc.get(rule.recurring_flag) is True:
+        return 1 if is_empty(week) else "invalid"
+    return None
+
+
+def series_label(spec: Spec, key: Iterable[Any]) -> str:
+    return " ".join(f"{name}={_plain(value)}" for name, value in zip(spec.series.key, key, strict=True))
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else show(value)
+
+
+def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Finding]]:
+    """Read each collection once and split it by series key. Returns the series and the findings
+    about documents that belong to no series."""
+    rule = spec.series
+    findings: list[Finding] = []
+    members: dict[tuple[str, ...], list[Member]] = {}
+    keys: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    for doc in state.documents(rule.collection).values():
+        week = member_week(spec, doc)
+        if week is None:
+            continue
+        key = tuple(doc.get(name) for name in rule.key)
+        if week == "invalid":
+            findings.append(Finding(
+                code="assignment.week_invalid", path=doc.path, series="",
+                message=f"is recurring but {rule.week_field} is {show(doc.get(rule.week_field))}, "
+                        "not an integer week; left untouched"))
+            continue
+        if not all(valid_key_value(part) for part in key):
+            findings.append(Finding(
+                code="assignment.key_invalid", path=doc.path, series="",
+                message=f"is recurring but its series key ({_key_text(rule.key, key)}) is not "
+                        "made of non-empty strings or integers; left untouched"))
+            continue
+        canon = tuple(canonical(part) for part in key)
+        keys[canon] = key
+        members.setdefault(canon, []).append(Member(doc, week))
+
+    responses: dict[tuple[str, ...], list[Document]] = {}
+    link = spec.link
+    if link is not None:
+        for doc in state.documents(link.collection).values():
+            if not is_int(doc.get(link.week_field)):
+                findings.append(Finding(
+                    code="response.week_invalid", path=doc.path, series="",
+                    message=f"has no integer {link.week_field} "
+                            f"({show(doc.get(link.week_field))}); cannot be placed, left untouched"))
+                continue
+            key = tuple(doc.get(name) for name, _ in link.key)
+            if not all(valid_key_value(part) for part in key):
+                findings.append(Finding(
+                    code="response.key_invalid", path=doc.path, series="",
+                    message=f"its series key ({_key_text([n for n, _ in link.key], key)}) is not "
+                            "made of non-empty strings or integers; left untouched"))
+                continue
+            canon = tuple(canonical(part) for part in key)
+            if canon not in members:
+                findings.append(Finding(
+                    code="response.series_missing", path=doc.path,
+                    series=series_label(spec, key),
+                    message="no recurring series has this key; left untouched"))
+                continue
+            responses.setdefault(canon, []).append(doc)
+
+    series = [
+        SeriesInput(key=keys[canon], label=series_label(spec, keys[canon]),
+                    members=tuple(sorted(found, key=lambda m: m.doc.id)),
+                    responses=tuple(sorted(responses.get(canon, ()), key=lambda d: d.id)))
+        for canon, found in sorted(members.items())
+    ]
+    return series, findings
+
+
+def _key_text(names: Iterable[str], key: Iterable[Any]) -> str:
+    return ", ".join(f"{name}={show(value)}" for name, value in zip(names, key, strict=True))
+
+
+def new_week_id(spec: Spec, key: Iterable[Any], week: int) -> str:
+    """The deterministic ID of a series' week: a re-run or a concurrent run computes the same one,
+    so the create precondition ("must not exist") makes a duplicate impossible."""
+    material = json.dumps([spec.series.collection, [[name, canonical(value)] for name, value in
+                                                     zip(spec.series.key, key, strict=True)]],
+                          separators=(",", ":"))
+    return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-w{week}"
+
+
+# -- the per-series kernel ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The changes one document gets in this run, merged so that the run writes it once."""
+
+    spec: Spec
+    path: str
+    existing: Document | None  # None: the document is created
+    fields: dict[str, Any] = field(default_factory=dict)  # for a create: every field
+    fills: list[FieldFill] = field(default_factory=list)
+    transition: StatusTransition | None = None
+    rules: set[str] = field(default_factory=set)
+    group: str | None = None
+
+    def current(self, name: str) -> Any:
+        if self.existing is None:
+            return self.fields.get(name, MISSING)
+        for fill in self.fills:
+            if fill.field == name:
+                return fill.value
+        if self.transition and self.transition.field == name:
+            return self.transition.to
+        return self.existing.get(name)
+
+    def fill(self, name: str, value: Any, rule: str) -> None:
+        self.rules.add(rule)
+        if self.existing is None:
+            self.fields[name] = value
+            return
+        collection = self.path.partition("/")[0]
+        if not self.spec.fills.allows(collection, name):  # guarded by spec validation
+            raise AssertionError(f"spec does not allow filling {collection}.{name}")
+        self.fills.append(FieldFill(field=name, value=value, rule=rule, before=self.existing.get(name)))
+
+    def advance(self, name: str, before: str, to: str, rule: str) -> None:
+        self.rules.add(rule)
+        if self.existing is None:
+            self.fields[name] = to
+        else:
+            self.transition = StatusTransition(field=name, before=before, to=to, rule=rule)
+
+    def op(self) -> Op | None:
+        if self.existing is None:
+            return CreateDocumentOp(path=self.path, fields=self.fields, rules=tuple(sorted(self.rules)),
+                                    group=self.group)
+        if not self.fills:
+            return None
+        return FillFieldsOp(path=self.path, update_time=self.existing.update_time,
+                            fills=tuple(sorted(self.fills, key=lambda f: f.field)),
+                            transition=self.transition, group=self.group)
+
+
+def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str]) -> Outcome:
+    """Rules 2-7 for one series. ``taken_ids``: IDs already used in the series collection."""
+    rule, cadence = spec.series, spec.cadence
+    findings: list[Finding] = []
+
+    def report(code: str, path: str, message: str) -> None:
+        findings.append(Finding(code=code, path=path, series=series.label, message=message))
+
+    unusable = _unusable_base(spec, series)
+    if unusable is not None:
+        code, path, message = unusable
+        report(code, path, message)
+        for response in series.responses:
+            report("response.series_unusable", response.path,
+                   f"its series is left untouched ({code}); not linked")
+        return Outcome((), tuple(findings))
+
+    base = next(m.doc for m in series.members if m.week == 1)
+    length = _length(spec, base, report)
+    start: datetime = base.get(cadence.field)
+
+    def due(week: int) -> datetime:
+        return start + timedelta(days=cadence.every_days * (week - 1))
+
+    weeks: dict[int, list[Document]] = {}
+    for member in series.members:
+        if 1 <= member.week <= length:
+            weeks.setdefault(member.week, []).append(member.doc)
+        else:
+            report("assignment.week_out_of_range", member.doc.path,
+                   f"week {member.week} is outside 1..{length}; left untouched")
+    for week, docs in sorted(weeks.items()):
+        for doc in docs:
+            _check_due(spec, doc, week, due(week), report)
+        if len(docs) > 1:
+            report("series.week_duplicate", docs[0].path,
+                   f"week {week} has {len(docs)} members ({', '.join(d.path for d in docs)}); "
+                   "no links are made into it")
+
+    drafts: dict[str, _Draft] = {}
+
+    def draft_of(doc: Document) -> _Draft:
+        return drafts.setdefault(doc.path, _Draft(spec, doc.path, doc))
+
+    if rule.fill_base_week and is_empty(base.get(rule.week_field)):
+        draft_of(base).fill(rule.week_field, 1, f"{rule.id}.{ACTION_BASE_WEEK}")
+
+    targets: dict[int, _Draft | None] = {}  # None: the week has no single target
+    for week in range(1, length + 1):
+        docs = weeks.get(week, [])
+        if len(docs) == 1:
+            targets[week] = draft_of(docs[0])
+        elif len(docs) > 1:
+            targets[week] = None
+        else:
+            doc_id = new_week_id(spec, series.key, week)
+            path = f"{rule.collection}/{doc_id}"
+            if doc_id in taken_ids:
+                report("assignment.id_taken", path,
+                       f"week {week} is missing but its ID is used by a document that is not this "
+                       "week's member; not created")
+                targets[week] = None
+                continue
+            targets[week] = drafts[path] = _Draft(spec, path, None, fields=_new_week_fields(spec, base, week, due(week)),
+                                                  rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
+
+    if spec.link is not None:
+        _link_series(spec, series, length, targets, draft_of, report)
+
+    ops = tuple(op for op in (d.op() for d in drafts.values()) if op is not None)
+    return Outcome(ops, tuple(findings))
+
+
+def _unusable_base(spec: Spec, series: SeriesInput) -> tuple[str, str, str] | None:
+    """Rule 2: exactly one base with a timestamp in the cadence field, or why the series is unusable."""
+    bases = [m.doc for m in series.members if m.week == 1]
+    first = series.members[0].doc.path
+    if not bases:
+        return ("series.base_missing", first,
+                f"has {len(series.members)} member(s) but no week-1 base; series left untouched")
+    if len(bases) > 1:
+        return ("series.base_ambiguous", bases[0].path,
+                f"has {len(bases)} week-1 bases ({', '.join(d.path for d in bases)}); "
+                "series left untouched")
+    value = bases[0].get(spec.cadence.field)
+    if not is_timestamp(value):
+        return ("series.base_due_invalid", bases[0].path,
+                f"the base's {spec.cadence.field} is {show(value)}, not a timestamp; "
+                "series left untouched")
+    return None
+
+
+def _length(spec: Spec, base: Document, report) -> int:
+    """Rule 3: the base's length field when a positive integer, else the spec default."""
+    rule = spec.series
+    if rule.length_field is None:
+        return rule.default_length
+    value = base.get(rule.length_field)
+    if is_int(value) and value > 0:
+        return value
+    if not is_empty(value):
+        report("series.length_invalid", base.path,
+               f"the base's {rule.length_field} is {show(value)}, not a positive integer; "
+               f"using the default of {rule.default_length} weeks")
+    return rule.default_length
+
+
+def _check_due(spec: Spec, doc: Document, week: int, expected: datetime, report) -> None:
+    """Rule 6: a member's date is checked, never corrected."""
+    name = spec.cadence.field
+    value = doc.get(name)
+    if not is_timestamp(value):
+        report("assignment.due_invalid", doc.path,
+               f"week {week}'s {name} is {show(value)}, not a timestamp; left as it is")
+    elif value != expected:
+        report("assignment.due_mismatch", doc.path,
+               f"week {week}'s {name} is {show(value)}, the cadence says {show(expected)}; "
+               "left as it is")
+
+
+def _new_week_fields(spec: Spec, base: Document, week: int, due: datetime) -> dict[str, Any]:
+    """Rule 5: the base's fields, less the omitted ones, with the week, its date and the resets."""
+    omit = set(spec.new_week.omit)
+    fields = {name: value for name, value in base.fields.items() if name not in omit}
+    fields[spec.series.week_field] = week
+    fields[spec.cadence.field] = due
+    fields.update(spec.new_week.reset)
+    return fields
+
+
+# -- links -------------------------------------------------------------------------------------------
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _link_series(spec: Spec, series: SeriesInput, length: int, targets: dict[int, _Draft | None],
+                 draft_of, report) -> None:
+    """Rule 7, slot by slot."""
+    link = spec.link
+    assert link is not None
+    slots: dict[int, list[Document]] = {}
+    for response in series.responses:
+        week = response.get(link.week_field)
+        if 1 <= week <= length:
+            slots.setdefault(week, []).append(response)
+        else:
+            report("response.week_out_of_range", response.path,
+                   f"week {week} is outside the series' 1..{length}; left untouched")
+
+    for week, target in sorted(targets.items(), key=lambda item: item[0]):
+        responses = slots.get(week, [])
+        if target is None:
+            for response in responses:
+                report("response.slot_blocked", response.path,
+                       f"week {week} has no single assignment to link to; left untouched")
+            continue
+        _link_slot(spec, week, target, responses, draft_of, report)
+
+
+def _link_slot(spec: Spec, week: int, target: _Draft, responses: list[Document], draft_of,
+               report) -> None:
+    link = spec.link
+    assert link is not None
+    target_id = target.path.partition("/")[2]
+    usable: list[Document] = []
+    for response in responses:
+        ref = response.get(link.response_ref)
+        if is_empty(ref) or ref == target_id:
+            usable.append(response)
+        else:
+            report("response.link_conflict", response.path,
+                   f"its {link.response_ref} names {show(ref)}, not week {week}'s assignment "
+                   f"{target.path}; left untouched")
+
+    linked = target.current(link.member_ref)
+    if not is_empty(linked):
+        by_id = {r.id: r for r in responses}
+        partner = by_id.get(linked) if isinstance(linked, str) else None
+        if partner is None:
+            report("assignment.response_foreign", target.path,
+                   f"its {link.member_ref} names {show(linked)}, which is not a response of week "
+                   f"{week} of this series; left as it is")
+        elif is_empty(partner.get(link.response_ref)):
+            draft_of(partner).fill(link.response_ref, target_id, f"{link.id}.{ACTION_HALF_LINK}")
+        for response in usable:
+            if response is not partner:
+                report("response.duplicate", response.path,
+                       f"week {week}'s assignment {target.path} is already linked to "
+                       f"{show(linked)}; left untouched")
+        return
+
+    if not usable:
+        return
+
+    def rank(response: Document) -> tuple[bool, bool, datetime, str]:
+        submitted = response.get(link.order_by)
+        stamped = is_timestamp(submitted)
+        return (response.get(link.response_ref) == target_id, stamped,
+                submitted if stamped else _OLDEST, response.id)
+
+    winner = max(usable, key=rank)
+    for response in usable:
+        if response is not winner:
+            report("response.duplicate", response.path,
+                   f"week {week} has several responses; {winner.path} is linked (most recent), "
+                   "this one is left untouched")
+    _pair(spec, target, winner, draft_of)
+
+
+def _pair(spec: Spec, target: _Draft, response: Document, draft_of) -> None:
+    """Link both ways: the target's ref, status, copies; the response's ref. One atomic group."""
+    link = spec.link
+    assert link is not None
+    rule = f"{link.id}.{ACTION_PAIR}"
+    target.group = target.path
+    target.fill(link.member_ref, response.id, rule)
+    if link.status is not None:
+        status = target.current(link.status.field)
+        if is_empty(status):
+            target.fill(link.status.field, link.status.to, rule)
+        elif isinstance(status, str) and status in link.status.from_values:
+            target.advance(link.status.field, status, link.status.to, rule)
+    for member_field, response_field in link.copy:
+        value = response.get(response_field)
+        if is_empty(target.current(member_field)) and not is_empty(value):
+            target.fill(member_field, value, rule)
+    if is_empty(response.get(link.response_ref)):
+        side = draft_of(response)
+        side.group = target.path
+        side.fill(link.response_ref, target.path.partition("/")[2], rule)
+
+
+# -- the whole state ---------------------------------------------------------------------------------
+
+
+def reconcile(spec: Spec, state: State) -> tuple[list[Op], list[Finding]]:
+    """Every series through the kernel. Ops sorted by path, findings by code: deterministic."""
+    series_list, findings = group_series(spec, state)
+    taken = state.documents(spec.series.collection).keys()
+    ops: list[Op] = []
+    for series in series_list:
+        outcome = reconcile_series(spec, series, taken)
+        ops.extend(outcome.ops)
+        findings.extend(outcome.findings)
+    ops.sort(key=lambda op: op.path)
+    findings.sort(key=lambda f: f.sort_key)
+    return ops, findings

@@ -1,0 +1,293 @@
+"""The values every stage passes along: the spec, documents and state, ops, findings and the plan.
+
+Pure data (frozen dataclasses and tuples); no I/O. The op types are the additive guarantee in the
+type system: a document can be created (must not exist), or have empty fields filled and its status
+moved forward together with a link (the document must be unchanged since it was read). There is no
+type for a delete or for overwriting a value, so no plan can hold one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.values import MISSING, is_empty
+
+# -- the spec ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesRule:
+    """Rules 1-3: which documents form a series, which is its base, how many weeks it has."""
+
+    id: str
+    collection: str
+    key: tuple[str, ...]
+    week_field: str
+    recurring_flag: str | None
+    length_field: str | None
+    default_length: int
+    fill_base_week: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CadenceRule:
+    """Rule 4: ``field(week) = base.field + (week - 1) × every_days`` exact 24-hour days."""
+
+    id: str
+    field: str
+    every_days: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewWeekRule:
+    """Rule 5: a missing week is a copy of the base with these fields reset and these omitted."""
+
+    id: str
+    reset: tuple[tuple[str, Any], ...]
+    omit: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRule:
+    field: str
+    to: str
+    from_values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkRule:
+    """Rule 7: how responses are placed in slots and linked both ways to their target member."""
+
+    id: str
+    collection: str
+    key: tuple[tuple[str, str], ...]  # (response field, series key field), in series key order
+    week_field: str
+    order_by: str
+    member_ref: str  # field of a member naming its response
+    response_ref: str  # field of a response naming its member
+    copy: tuple[tuple[str, str], ...]  # (member field, response field)
+    status: StatusRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillsRule:
+    """Rule 8: the only fields a run may fill, per collection (when empty)."""
+
+    id: str
+    fields: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def allows(self, collection: str, name: str) -> bool:
+        return any(coll == collection and name in names for coll, names in self.fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spec:
+    name: str
+    source: str  # the file it was read from, for messages
+    sha256: str  # of the file's bytes: a plan names the exact spec it was made from
+    text: str  # the file itself: a saved plan carries it, so that apply can re-diff with it
+    reference: tuple[str, ...]
+    series: SeriesRule
+    cadence: CadenceRule
+    new_week: NewWeekRule
+    link: LinkRule | None
+    fills: FillsRule
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """Every collection a run reads, in a fixed order: series, responses, then reference."""
+        names = [self.series.collection]
+        if self.link:
+            names.append(self.link.collection)
+        names.extend(name for name in self.reference if name not in names)
+        return tuple(names)
+
+
+# -- state -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    collection: str
+    id: str
+    fields: dict[str, Any]
+    update_time: datetime | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.collection}/{self.id}"
+
+    def get(self, name: str) -> Any:
+        return self.fields.get(name, MISSING)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """Every document of the collections a run reads, as of one read time."""
+
+    source: str
+    read_time: datetime | None
+    collections: dict[str, dict[str, Document]]
+
+    def documents(self, collection: str) -> dict[str, Document]:
+        return self.collections.get(collection, {})
+
+    def find(self, path: str) -> Document | None:
+        collection, _, doc_id = path.partition("/")
+        return self.collections.get(collection, {}).get(doc_id)
+
+
+# -- findings ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """Something the spec cannot make right additively. ``code`` is part of the public interface."""
+
+    code: str
+    path: str  # the document concerned, or the series' first document
+    series: str  # the series key, spelled ``clientId=c01 formId=f02``, or "" when none applies
+    message: str
+
+    @property
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.code, self.series, self.path, self.message)
+
+
+# -- ops ---------------------------------------------------------------------------------------------
+# An op's rule id is ``<spec rule id>.<action>``; the actions are the engine's, listed here.
+ACTION_NEW_WEEK = "new_week"  # create a missing week
+ACTION_BASE_WEEK = "base_week"  # give a base without a week field its week (seed plan, case 2)
+ACTION_PAIR = "pair"  # link a response and its target both ways
+ACTION_HALF_LINK = "complete_half_link"  # fill a response's side of a link its target already has
+
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldFill:
+    """Set ``field`` to ``value`` where it is empty (``before`` is the empty value that was read)."""
+
+    field: str
+    value: Any
+    rule: str
+    before: Any = MISSING
+
+    def __post_init__(self) -> None:
+        if not is_empty(self.before):
+            raise ValueError(f"a fill may only replace an empty value, not {self.before!r}")
+        if is_empty(self.value):
+            raise ValueError(f"filling {self.field} with an empty value changes nothing")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusTransition:
+    """Move ``field`` from ``before`` (one of the spec's from-values) to ``to``, with a link only."""
+
+    field: str
+    before: str
+    to: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateDocumentOp:
+    """Create a document. Precondition: it does not exist."""
+
+    path: str
+    fields: dict[str, Any]
+    rules: tuple[str, ...]
+    group: str | None = None  # ops with the same group commit atomically (a link)
+
+    @property
+    def precondition(self) -> dict[str, Any]:
+        return {"exists": False}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillFieldsOp:
+    """Fill empty fields of one document, and with a link move its status forward.
+
+    Precondition: the document's ``update_time`` is still the one read when planning.
+    """
+
+    path: str
+    update_time: datetime | None
+    fills: tuple[FieldFill, ...]
+    transition: StatusTransition | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fills:
+            raise ValueError("a fill op needs at least one fill")
+        if self.transition and self.group is None:
+            raise ValueError("a status transition is only made together with a link")
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        names = {fill.rule for fill in self.fills}
+        if self.transition:
+            names.add(self.transition.rule)
+        return tuple(sorted(names))
+
+    @property
+    def precondition(self) -> dict[str, Any]:
+        return {"update_time": self.update_time}
+
+
+Op = CreateDocumentOp | FillFieldsOp
+
+
+# -- the plan ----------------------------------------------------------------------------------------
+
+PLAN_FORMAT_VERSION = "1.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    create: int
+    link: int
+    fill: int
+    findings: int
+
+    def line(self) -> str:
+        return (f"Plan: {self.create} to create, {self.link} to link, {self.fill} to fill; "
+                "0 to delete, 0 to overwrite.")
+
+    @property
+    def changes(self) -> int:
+        return self.create + self.link + self.fill
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    spec_name: str
+    spec_path: str
+    spec_sha256: str
+    spec_text: str
+    source: str
+    read_time: datetime | None
+    ops: tuple[Op, ...]
+    findings: tuple[Finding, ...]
+    format_version: str = PLAN_FORMAT_VERSION
+
+    @property
+    def summary(self) -> Summary:
+        creates = sum(isinstance(op, CreateDocumentOp) for op in self.ops)
+        links = len({op.group for op in self.ops if op.group is not None})
+        fills = sum(1 for op in self.ops if isinstance(op, FillFieldsOp)
+                    for fill in op.fills if not _is_new_link_fill(op, fill))
+        return Summary(create=creates, link=links, fill=fills, findings=len(self.findings))
+
+    def groups(self) -> list[tuple[Op, ...]]:
+        """The atomic units of the plan: a link's ops together, every other op alone; in plan order."""
+        units: dict[str, list[Op]] = {}
+        for op in self.ops:
+            units.setdefault(op.group or f"op:{op.path}", []).append(op)
+        return [tuple(ops) for ops in units.values()]
+
+
+def _is_new_link_fill(op: FillFieldsOp, fill: FieldFill) -> bool:
+    """Fills made by a new link are counted as the link, not again as fills."""
+    return op.group is not None and fill.rule.endswith("." + ACTION_PAIR)

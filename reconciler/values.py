@@ -1,0 +1,236 @@
+"""Firestore field values as plain Python, and their exact JSON form. Pure: no I/O, no clock.
+
+A field value is one of: None, bool, int, float, str, bytes, a timezone-aware datetime (a Firestore
+timestamp, kept to the microsecond), Reference, GeoPoint, a list of values, or a dict of str → value.
+The JSON form (used by snapshot and plan files) keeps every one of those exactly: JSON-native values
+stay native, the others become one-key tagged objects, and a map whose keys could be mistaken for a
+tag is wrapped in ``{"$map": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A Firestore document reference, by its path relative to the database (``coll/doc``)."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+class _Missing:
+    """The value of a field a document does not have (distinct from null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+
+def is_empty(value: Any) -> bool:
+    """Empty means missing, null or the empty string: the only values a fill may replace."""
+    return value is MISSING or value is None or (isinstance(value, str) and value == "")
+
+
+def is_int(value: Any) -> bool:
+    """A Firestore integer (bool is not an integer here, nor is 2.0)."""
+    return type(value) is int
+
+
+def is_timestamp(value: Any) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is not None
+
+
+def type_name(value: Any) -> str:
+    """The Firestore type name of a value, for messages."""
+    if value is MISSING:
+        return "missing"
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (type(None), "null"), (bool, "boolean"), (int, "integer"), (float, "double"), (str, "string"),
+    (bytes, "bytes"), (datetime, "timestamp"), (Reference, "reference"), (GeoPoint, "geopoint"),
+    (list, "array"), (dict, "map"),
+)
+
+# -- timestamps ------------------------------------------------------------------------------------
+
+_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with exactly six fractional digits: one spelling per instant."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse RFC 3339 with any offset into UTC; refuse precision finer than a microsecond."""
+    match = _TIMESTAMP.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp (e.g. 2025-01-06T09:00:00.000000Z)")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    fraction = fraction or ""
+    if len(fraction) > 6 and fraction[6:].strip("0"):
+        raise ValueError(f"{text!r} is finer than a microsecond, which this format cannot keep")
+    micro = int((fraction + "000000")[:6])
+    if offset in ("Z", "z"):
+        tz = UTC
+    else:
+        sign = 1 if offset[0] == "+" else -1
+        tz = timezone(timedelta(minutes=sign * (int(offset[1:3]) * 60 + int(offset[4:6]))))
+    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
+                    tzinfo=tz).astimezone(UTC)
+
+
+# -- the exact JSON form ---------------------------------------------------------------------------
+
+_TAGS = ("$timestamp", "$bytes", "$reference", "$geopoint", "$float", "$map")
+
+
+def encode(value: Any) -> Any:
+    """A value → its exact JSON form (JSON-able, deterministic)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {"$float": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, datetime):
+        return {"$timestamp": format_timestamp(value)}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Reference):
+        return {"$reference": value.path}
+    if isinstance(value, GeoPoint):
+        return {"$geopoint": {"latitude": value.latitude, "longitude": value.longitude}}
+    if isinstance(value, (list, tuple)):
+        return [encode(item) for item in value]
+    if isinstance(value, dict):
+        encoded = {key: encode(item) for key, item in value.items()}
+        if any(key.startswith("$") for key in value):
+            return {"$map": encoded}
+        return encoded
+    raise TypeError(f"not a Firestore value: {type(value).__name__}")
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A document's fields → JSON form. Field names are never tags: no ``$map`` wrapper at top level."""
+    return {key: encode(value) for key, value in fields.items()}
+
+
+def decode_fields(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: fields must be an object, found {_json_type(data)}")
+    return {key: decode(item, f"{where}.{key}") for key, item in data.items()}
+
+
+def decode(data: Any, where: str) -> Any:
+    """Exact JSON form → value. ``where`` names the place for the error message."""
+    if data is None or isinstance(data, (bool, str, int, float)):
+        return data
+    if isinstance(data, list):
+        return [decode(item, f"{where}[{index}]") for index, item in enumerate(data)]
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: unexpected JSON value {_json_type(data)}")
+    tags = [key for key in data if key in _TAGS]
+    if not tags:
+        if any(key.startswith("$") for key in data):
+            bad = next(key for key in data if key.startswith("$"))
+            raise ValueError(f"{where}: unknown tag {bad!r}; a map with keys starting with '$' is "
+                             "written as {{\"$map\": {{...}}}}")
+        return {key: decode(item, f"{where}.{key}") for key, item in data.items()}
+    if len(data) != 1:
+        raise ValueError(f"{where}: a tagged value {tags[0]!r} must be the only key of its object")
+    tag, payload = next(iter(data.items()))
+    try:
+        return _decode_tag(tag, payload, where)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{where}: bad {tag} value: {error}") from error
+
+
+def _decode_tag(tag: str, payload: Any, where: str) -> Any:
+    if tag == "$timestamp":
+        return parse_timestamp(_require(payload, str))
+    if tag == "$bytes":
+        return base64.b64decode(_require(payload, str), validate=True)
+    if tag == "$reference":
+        path = _require(payload, str)
+        if not path or path.count("/") % 2 != 1:
+            raise ValueError(f"{path!r} is not a document path (collection/document)")
+        return Reference(path)
+    if tag == "$geopoint":
+        lat, lng = _require(payload, dict)["latitude"], payload["longitude"]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lng)):
+            raise ValueError("latitude and longitude must be numbers")
+        return GeoPoint(float(lat), float(lng))
+    if tag == "$float":
+        names = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+        if payload not in names:
+            raise ValueError("expected one of NaN, Infinity, -Infinity")
+        return names[payload]
+    if tag == "$map":
+        return {key: decode(item, f"{where}.{key}") for key, item in _require(payload, dict).items()}
+    raise AssertionError(tag)
+
+
+def _require(payload: Any, kind: type) -> Any:
+    if not isinstance(payload, kind):
+        raise TypeError(f"expected a JSON {kind.__name__}, found {_json_type(payload)}")
+    return payload
+
+
+def _json_type(data: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(data), type(data).__name__)
+
+
+# -- comparison and display ------------------------------------------------------------------------
+
+
+def canonical(value: Any) -> str:
+    """One string per value, exact by type (1, 1.0 and True differ): for equality and sorting."""
+    if value is MISSING:
+        return "<missing>"
+    return json.dumps(encode(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def same(left: Any, right: Any) -> bool:
+    """Exact equality of two field values, by Firestore type (unlike ``==``, 1 is not True)."""
+    return canonical(left) == canonical(right)
+
+
+def show(value: Any) -> str:
+    """A short human spelling of a value, for text and markdown output."""
+    if value is MISSING:
+        return "(missing)"
+    if is_timestamp(value):
+        return format_timestamp(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(encode(value), sort_keys=True, ensure_ascii=False)
