@@ -156,7 +156,7 @@ def new_week_id(spec: Spec, key: Iterable[Any], week: int) -> str:
     material = json.dumps([spec.series.collection, [[name, canonical(value)] for name, value in
                                                      zip(spec.series.key, key, strict=True)]],
                           separators=(",", ":"))
-    return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-w{week}"
+    return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-w{week:03d}"
 
 
 # -- the per-series kernel ---------------------------------------------------------------------------

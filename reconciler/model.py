@@ -239,6 +239,15 @@ class FillFieldsOp:
 Op = CreateDocumentOp | FillFieldsOp
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpResult:
+    """What became of one op at apply time: applied, or skipped and why (never forced)."""
+
+    op: Op
+    applied: bool
+    reason: str = ""
+
+
 # -- the plan ----------------------------------------------------------------------------------------
 
 PLAN_FORMAT_VERSION = "1.0"

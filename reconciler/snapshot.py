@@ -18,13 +18,13 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import FormatVersionError, SourceError
-from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, State
+from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.values import decode, decode_fields, encode, encode_fields, is_empty, same
 
 FORMAT = "reconcile-snapshot"
@@ -135,13 +135,6 @@ def write_atomically(path: Path, text: str) -> None:
 # -- the snapshot store ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OpOutcome:
-    op: Op
-    applied: bool
-    reason: str = ""  # why it was skipped
-
-
 class SnapshotStore:
     """A snapshot file as a source: read it, or apply groups of ops to it under preconditions."""
 
@@ -156,20 +149,21 @@ class SnapshotStore:
         wanted = set(collections)
         return replace(state, collections={k: v for k, v in state.collections.items() if k in wanted})
 
-    def apply(self, groups: list[tuple[Op, ...]], now: datetime) -> list[OpOutcome]:
+    def apply(self, groups: list[tuple[Op, ...]], now: datetime) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once."""
         state = decode_snapshot(read_json(self.path, "snapshot"), self.source)
         collections = {name: dict(docs) for name, docs in state.collections.items()}
-        outcomes: list[OpOutcome] = []
+        outcomes: list[OpResult] = []
         for group in groups:
             reasons = [_refusal(op, collections) for op in group]
             failed = next((reason for reason in reasons if reason), "")
             for op, reason in zip(group, reasons, strict=True):
                 if failed:
-                    outcomes.append(OpOutcome(op, False, reason or f"its link partner was skipped: {failed}"))
+                    outcomes.append(OpResult(op=op, applied=False,
+                                             reason=reason or f"its link partner was skipped: {failed}"))
                 else:
                     _write(op, collections, now)
-                    outcomes.append(OpOutcome(op, True))
+                    outcomes.append(OpResult(op=op, applied=True))
         if any(outcome.applied for outcome in outcomes):
             write_atomically(self.path, dumps_snapshot(replace(state, collections=collections)))
         return outcomes

@@ -1,0 +1,114 @@
+"""The phase-1 audit: what the data holds before any change. Pure: (spec, state) → AuditReport.
+
+Counts documents, statuses, series and their weeks, missing weeks and link health, and the findings
+by code. Reads nothing itself and shares the kernel's grouping, so audit and plan always agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.kernel import group_series, member_week, reconcile
+from reconciler.model import CreateDocumentOp, Spec, State
+from reconciler.values import is_empty, show
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditReport:
+    spec_name: str
+    source: str
+    collections: dict[str, int]
+    members: dict[str, Any]
+    responses: dict[str, Any]
+    series: dict[str, Any]
+    links: dict[str, int]
+    findings: dict[str, int]
+
+    def as_data(self) -> dict[str, Any]:
+        return {"spec": self.spec_name, "source": self.source, "collections": self.collections,
+                "members": self.members, "responses": self.responses, "series": self.series,
+                "links": self.links, "findings": self.findings}
+
+
+def audit(spec: Spec, state: State) -> AuditReport:
+    rule = spec.series
+    docs = state.documents(rule.collection)
+    weeks = [member_week(spec, doc) for doc in docs.values()]
+    status_field = spec.link.status.field if spec.link and spec.link.status else None
+    members = {
+        "total": len(docs),
+        "recurring": sum(1 for w in weeks if w is not None),
+        "not_recurring": sum(1 for w in weeks if w is None),
+        "bases": sum(1 for w in weeks if w == 1),
+        "later_weeks": sum(1 for w in weeks if isinstance(w, int) and w > 1),
+        "base_without_week_field": sum(1 for doc, w in zip(docs.values(), weeks, strict=True)
+                                       if w == 1 and is_empty(doc.get(rule.week_field))),
+    }
+    if status_field:
+        members["status"] = dict(sorted(Counter(
+            _label(doc.get(status_field)) for doc in docs.values()).items()))
+    series_list, _ = group_series(spec, state)
+    ops, findings = reconcile(spec, state)
+    codes = Counter(f.code for f in findings)
+    unusable = sum(codes[c] for c in ("series.base_missing", "series.base_ambiguous", "series.base_due_invalid"))
+    series = {
+        "total": len(series_list),
+        "usable": len(series_list) - unusable,
+        "unusable": unusable,
+        "members_per_series_max": max((len(s.members) for s in series_list), default=0),
+        "missing_weeks": sum(1 for op in ops if isinstance(op, CreateDocumentOp)),
+    }
+    responses: dict[str, Any] = {}
+    links: dict[str, int] = {}
+    if spec.link is not None:
+        link = spec.link
+        answers = state.documents(link.collection)
+        responses = {
+            "total": len(answers),
+            "with_week": sum(1 for d in answers.values() if type(d.get(link.week_field)) is int),
+            "with_ref": sum(1 for d in answers.values() if not is_empty(d.get(link.response_ref))),
+            "with_score": sum(1 for _, rf in link.copy[:1] for d in answers.values()
+                              if not is_empty(d.get(rf))),
+        }
+        links = _link_health(spec, state)
+    return AuditReport(spec_name=spec.name, source=state.source,
+                       collections={name: len(state.documents(name)) for name in spec.collections},
+                       members=members, responses=responses, series=series, links=links,
+                       findings=dict(sorted(codes.items())))
+
+
+def _label(value: Any) -> str:
+    return "(empty)" if is_empty(value) else (value if isinstance(value, str) else show(value))
+
+
+def _link_health(spec: Spec, state: State) -> dict[str, int]:
+    """Complete links (both sides agree), half links, and refs naming no document."""
+    link = spec.link
+    assert link is not None
+    members = state.documents(spec.series.collection)
+    answers = state.documents(link.collection)
+    complete = half = dangling = 0
+    for doc in answers.values():
+        ref = doc.get(link.response_ref)
+        if is_empty(ref):
+            continue
+        target = members.get(ref) if isinstance(ref, str) else None
+        if target is None:
+            dangling += 1
+        elif target.get(link.member_ref) == doc.id:
+            complete += 1
+        else:
+            half += 1
+    for doc in members.values():
+        ref = doc.get(link.member_ref)
+        if is_empty(ref):
+            continue
+        answer = answers.get(ref) if isinstance(ref, str) else None
+        if answer is None:
+            dangling += 1
+        elif answer.get(link.response_ref) != doc.id:
+            half += 1
+    unlinked = sum(1 for d in answers.values() if is_empty(d.get(link.response_ref)))
+    return {"complete": complete, "half": half, "dangling": dangling, "responses_unlinked": unlinked}

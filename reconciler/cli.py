@@ -1,0 +1,255 @@
+"""The ``reconcile`` command line: parse arguments, call one function of ``commands``, render, exit.
+
+Exit codes: 0 success (and, for plan --detailed-exitcode, apply and check: nothing left to do);
+2 changes pending, drift, or ops skipped; 1 any error, reported as one sentence on stderr (the
+traceback only with ``--debug``). Nothing here computes a plan or touches a store directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from reconciler import __version__, commands
+from reconciler.errors import ApplyRefused, ReconcileError
+from reconciler.plan import dumps_plan
+from reconciler.render import render_audit, render_plan, render_verification
+from reconciler.snapshot import write_atomically
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+FORMATS = click.Choice(["text", "json", "markdown"])
+_COLOURS = {"+": "green", "~": "yellow", "!": "red"}
+
+spec_option = click.option("--spec", "spec_path", required=True, metavar="SPEC",
+                           help="The YAML spec, e.g. specs/checkins.yaml.")
+source_option = click.option("--source", required=True, metavar="SRC",
+                             help="A snapshot file, e.g. snapshots/demo.json, or "
+                                  "firestore://PROJECT[/DATABASE].")
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print, colouring marked lines on a terminal only."""
+    stream = sys.stderr if err else sys.stdout
+    if not stream.isatty():
+        click.echo(text, nl=False, err=err)
+        return
+    for line in text.splitlines(keepends=True):
+        marker = line.lstrip()[:1]
+        click.echo(click.style(line, fg=_COLOURS.get(marker)) if marker in _COLOURS else line,
+                   nl=False, err=err)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="reconcile")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Keep Firestore check-in data in the shape a YAML spec declares, with additive patches only.
+
+    A run reads the source once, computes the desired state, and diffs it into a plan that can only
+    create documents and fill empty fields; apply writes it under preconditions, then re-reads and
+    re-diffs to prove it converged and that nothing was lost.
+
+    \b
+    Typical use:
+      reconcile validate specs/checkins.yaml
+      reconcile audit --spec specs/checkins.yaml --source snapshots/demo.json
+      reconcile plan  --spec specs/checkins.yaml --source snapshots/demo.json --out plan.json
+      reconcile apply plan.json
+      reconcile check --spec specs/checkins.yaml --source snapshots/demo.json
+
+    Exit codes: 0 success, 1 error (one sentence on stderr), 2 changes pending or drift.
+    Docs: docs/spec.md (spec language), docs/plan-format.md, docs/operations.md.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC")
+def validate(spec_path: str) -> None:
+    """Check SPEC against the spec schema and its own rules.
+
+    Every problem is listed as file:line:column with what to write instead. Exit 0 when the spec
+    is valid, 1 when it is not.
+    """
+    spec = commands.validate(spec_path)
+    link = f", link {spec.link.collection}" if spec.link else ""
+    click.echo(f"{spec_path}: valid spec {spec.name!r} (series {spec.series.collection}{link}).")
+
+
+@cli.command()
+@spec_option
+@source_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format.")
+def audit(spec_path: str, source: str, fmt: str) -> None:
+    """Report what the data holds before any change (phase 1).
+
+    Counts documents, series members and their statuses, series and their missing weeks, link
+    health (complete, half, dangling) and findings by code. Writes nothing.
+    """
+    _echo(render_audit(commands.run_audit(spec_path, source), fmt))
+
+
+@cli.command()
+@spec_option
+@source_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan (JSON) to this "
+              "file, for `reconcile apply FILE`.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for a terminal, markdown for a pull-request comment, json for machines.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
+    """Compute the additive patch that brings SRC to the shape SPEC declares.
+
+    Reads each collection once and writes nothing to the source. The same spec and data give a
+    byte-identical plan. The last line is the summary, e.g. "Plan: 691 to create, 36 to link, 1 to
+    fill; 0 to delete, 0 to overwrite."
+    """
+    planned = commands.plan(spec_path, source)
+    if out:
+        write_atomically(Path(out), dumps_plan(planned.plan))
+    _echo(render_plan(planned.plan, fmt))
+    if out and fmt != "json":
+        click.echo(f"Saved the plan to {out}; apply it with: reconcile apply {out}")
+    if detailed_exitcode and planned.plan.summary.changes:
+        raise _Exit(EXIT_CHANGES)
+
+
+@cli.command()
+@click.argument("plan_file", metavar="[PLAN]", required=False)
+@click.option("--spec", "spec_path", metavar="SPEC", help="Plan from this spec now (with --source).")
+@click.option("--source", metavar="SRC", help="The data to plan and apply to (with --spec).")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="Format of the plan shown and of the validation report.")
+def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
+          fmt: str) -> None:
+    """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
+
+    Each write carries a precondition: a create requires that the document does not exist, a fill
+    that the document is unchanged since it was read. A link's two sides are written together or
+    not at all. Ops whose precondition fails are skipped and reported, never forced. Afterwards the
+    source is re-read and re-diffed, and the phase-3 report says whether anything was lost.
+
+    Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
+    """
+    now = datetime.now(UTC)
+    if plan_file:
+        if spec_path or source:
+            raise click.UsageError("give either a saved PLAN or --spec and --source, not both")
+        saved, spec = commands.load_plan(plan_file)
+        _echo(render_plan(saved, fmt))
+        applied = commands.apply(saved, spec, now)
+    else:
+        if not (spec_path and source):
+            raise click.UsageError("give a saved PLAN, or both --spec and --source")
+        planned = commands.plan(spec_path, source)
+        _echo(render_plan(planned.plan, fmt))
+        if not planned.plan.ops:
+            click.echo("Nothing to apply.")
+        elif not auto_approve:
+            _confirm(planned.plan.summary.changes, source)
+        applied = commands.apply(planned.plan, planned.spec, now, before=planned.state)
+    _echo(render_verification(applied.verification, "json" if fmt == "json" else "text"))
+    # Skipped ops mean what was reviewed is not what happened: the plan was stale; say so by exit 2.
+    if not applied.verification.converged or applied.verification.skipped:
+        raise _Exit(EXIT_CHANGES)
+
+
+def _confirm(changes: int, source: str) -> None:
+    if not sys.stdin.isatty():
+        raise ApplyRefused("refusing to apply without confirmation: standard input is not a "
+                           "terminal; review the plan and pass --auto-approve")
+    answer = click.prompt(f"Apply these {changes} changes to {source}? Only 'yes' is accepted",
+                          default="", show_default=False)
+    if answer.strip() != "yes":
+        click.echo("Apply cancelled; nothing was written.")
+        raise _Exit(EXIT_OK)
+
+
+@cli.command()
+@spec_option
+@source_option
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="Output format of the drift report.")
+def check(spec_path: str, source: str, fmt: str) -> None:
+    """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
+
+    Exit 0 when converged (findings alone are not drift), 2 when the plan is not empty (the
+    changes that would bring it back are listed), 1 on error. Writes nothing.
+    """
+    planned = commands.check(spec_path, source)
+    _echo(render_plan(planned.plan, fmt))
+    if planned.plan.ops:
+        if fmt == "text":
+            click.echo(f"Drift: {len(planned.plan.ops)} document write(s) needed; run reconcile apply.")
+        raise _Exit(EXIT_CHANGES)
+    if fmt == "text":
+        click.echo("No drift: converged.")
+
+
+@cli.command()
+@source_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The snapshot file to write.")
+@click.option("--spec", "spec_path", metavar="SPEC", help="Export only the collections SPEC reads.")
+def snapshot(source: str, out: str, spec_path: str | None) -> None:
+    """Export SRC's collections to a snapshot file (a backup, or offline planning input).
+
+    Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
+    bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
+    """
+    state = commands.snapshot(source, out, spec_path)
+    counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
+    click.echo(f"Wrote {out}: {counts}.")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for editors and CI linters)."""
+    import json
+
+    from reconciler.spec import schema as spec_schema
+
+    click.echo(json.dumps(spec_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run, and turn every failure into one sentence and exit code 1."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="reconcile", standalone_mode=False)
+    except _Exit as stop:
+        sys.exit(stop.code)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.Abort:
+        click.echo("Aborted; nothing was written.", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        click.echo(f"error: {error.format_message()}{hint}", err=True)
+        sys.exit(EXIT_ERROR)
+    except ReconcileError as error:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as error:  # a bug: still one sentence unless --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: internal error ({type(error).__name__}: {error}); re-run with --debug "
+                   "for the traceback and report it", err=True)
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK)

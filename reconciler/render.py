@@ -1,0 +1,243 @@
+"""Plans and reports as text (terminal), markdown (pull-request comments) and JSON (files, machines).
+
+Pure: returns strings; never prints, never reads a clock. One renderer per op type, picked by
+``functools.singledispatch``. Colour is not decided here: text lines start with a marker (``+``,
+``~``, ``!``) that the CLI may colour on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from functools import singledispatch
+from typing import Any
+
+from reconciler.audit import AuditReport
+from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
+from reconciler.plan import dumps_plan
+from reconciler.verify import Verification
+from reconciler.values import format_timestamp, show
+
+MARKDOWN_ROW_LIMIT = 200  # a pull-request comment must stay readable (and under 65,536 characters)
+
+
+def render_plan(plan: Plan, fmt: str) -> str:
+    if fmt == "json":
+        return dumps_plan(plan)
+    if fmt == "markdown":
+        return _plan_markdown(plan)
+    return _plan_text(plan)
+
+
+def _header(plan: Plan) -> str:
+    read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
+    return (f"Spec {plan.spec_name} ({plan.spec_path}, sha256 {plan.spec_sha256[:12]}) "
+            f"against {plan.source}, read at {read}")
+
+
+# -- text --------------------------------------------------------------------------------------------
+
+
+def _plan_text(plan: Plan) -> str:
+    lines = [_header(plan), ""]
+    if plan.ops:
+        lines.append(f"Changes ({len(plan.ops)} document writes):")
+        for group in plan.groups():
+            if len(group) > 1 or group[0].group is not None:
+                lines.append(f"  link {group[0].group} <-> "
+                             + ", ".join(op.path for op in group if op.path != group[0].group))
+                lines.extend("  " + line for op in group for line in op_text(op))
+            else:
+                lines.extend(op_text(group[0]))
+        lines.append("")
+    else:
+        lines += ["No changes: the data already has the shape the spec declares.", ""]
+    if plan.findings:
+        lines.extend(findings_text(plan.findings))
+        lines.append("")
+    lines.append(plan.summary.line())
+    return "\n".join(lines) + "\n"
+
+
+def findings_text(findings: tuple[Finding, ...] | list[Finding]) -> list[str]:
+    lines = [f"Findings ({len(findings)}; left untouched, see docs/findings.md):"]
+    for finding in findings:
+        series = f"  [{finding.series}]" if finding.series else ""
+        lines.append(f"  ! {finding.code}  {finding.path}{series}")
+        lines.append(f"      {finding.message}")
+    return lines
+
+
+@singledispatch
+def op_text(op: Op) -> list[str]:
+    raise TypeError(f"no text renderer for {type(op).__name__}")
+
+
+@op_text.register
+def _(op: CreateDocumentOp) -> list[str]:
+    fields = ", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items()))
+    return [f"  + create {op.path}  ({', '.join(op.rules)})", f"      {fields}"]
+
+
+@op_text.register
+def _(op: FillFieldsOp) -> list[str]:
+    lines = [f"  ~ fill   {op.path}  ({', '.join(op.rules)})"]
+    changes = [(f.field, show(f.before), show(f.value)) for f in op.fills]
+    if op.transition:
+        changes.append((op.transition.field, show(op.transition.before), show(op.transition.to)))
+    lines.extend(f"      {name}: {before} -> {after}" for name, before, after in sorted(changes))
+    return lines
+
+
+# -- markdown ----------------------------------------------------------------------------------------
+
+
+def _plan_markdown(plan: Plan) -> str:
+    s = plan.summary
+    lines = [
+        f"### reconcile plan: `{plan.spec_name}` on `{plan.source}`", "",
+        f"**{s.line()}**", "",
+        "| create | link | fill | delete | overwrite | findings |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", "",
+    ]
+    if plan.ops:
+        lines += [f"<details><summary>Changes ({len(plan.ops)} document writes)</summary>", "",
+                  "| op | document | rules | link | values |", "|---|---|---|---|---|"]
+        lines += [op_markdown(op) for op in plan.ops[:MARKDOWN_ROW_LIMIT]]
+        lines += _more(len(plan.ops)) + ["", "</details>", ""]
+    if plan.findings:
+        counts = Counter(f.code for f in plan.findings)
+        lines += ["| finding | count |", "|---|---:|"]
+        lines += [f"| `{code}` | {count} |" for code, count in sorted(counts.items())]
+        lines += ["", f"<details><summary>Findings ({len(plan.findings)})</summary>", "",
+                  "| code | document | series | message |", "|---|---|---|---|"]
+        lines += [f"| `{f.code}` | `{f.path}` | {_cell(f.series)} | {_cell(f.message)} |"
+                  for f in plan.findings[:MARKDOWN_ROW_LIMIT]]
+        lines += _more(len(plan.findings)) + ["", "</details>", ""]
+    lines.append(f"<sub>spec `{plan.spec_path}` sha256 `{plan.spec_sha256[:12]}`, read at "
+                 f"{format_timestamp(plan.read_time) if plan.read_time else 'unknown time'}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _more(total: int) -> list[str]:
+    if total <= MARKDOWN_ROW_LIMIT:
+        return []
+    return ["", f"… and {total - MARKDOWN_ROW_LIMIT} more; the JSON plan (`--format json`) has all."]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@singledispatch
+def op_markdown(op: Op) -> str:
+    raise TypeError(f"no markdown renderer for {type(op).__name__}")
+
+
+@op_markdown.register
+def _(op: CreateDocumentOp) -> str:
+    values = ", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items()))
+    return (f"| create | `{op.path}` | {', '.join(op.rules)} | {'yes' if op.group else ''} | "
+            f"{_cell(values)} |")
+
+
+@op_markdown.register
+def _(op: FillFieldsOp) -> str:
+    changes = [f"{f.field}: {show(f.before)} → {show(f.value)}" for f in op.fills]
+    if op.transition:
+        changes.append(f"{op.transition.field}: {show(op.transition.before)} → "
+                       f"{show(op.transition.to)}")
+    return (f"| fill | `{op.path}` | {', '.join(op.rules)} | {'yes' if op.group else ''} | "
+            f"{_cell('; '.join(sorted(changes)))} |")
+
+
+def to_json(data: Any) -> str:
+    """Deterministic JSON for reports: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- apply and validation (phase 3) ------------------------------------------------------------------
+
+
+def render_verification(verification: Verification, fmt: str) -> str:
+    if fmt == "json":
+        return to_json(verification_data(verification))
+    v = verification
+    yes = {True: "YES", False: "NO"}
+    rows = [
+        ("Responses preserved", f"{yes[v.responses_kept == v.responses_before]}  "
+                                f"({v.responses_kept} of {v.responses_before})"),
+        ("Scores and dates preserved", yes[not v.key_values_lost]),
+        ("Other values preserved", yes[not v.other_values_lost]),
+        ("Links valid", f"{yes[not v.links_broken]}  ({v.links_made} made, "
+                        f"{v.links_made - len(v.links_broken)} hold both ways)"),
+        ("Documents created", str(v.created)),
+        ("Documents updated", str(v.updated)),
+        ("Ops skipped", str(len(v.skipped))),
+        ("Pending ops left", str(len(v.pending.ops))),
+    ]
+    lines = ["Validation (re-read, re-diffed against the spec):"]
+    lines += [f"  {name} {'.' * (28 - len(name))} {value}" for name, value in rows]
+    for loss in (*v.key_values_lost, *v.other_values_lost):
+        lines.append(f"  ! lost: {loss.path}: {loss.detail}")
+    for path in v.links_broken:
+        lines.append(f"  ! link does not hold both ways: {path}")
+    for result in v.skipped:
+        lines.append(f"  ! skipped {result.op.path}: {result.reason}")
+    if v.skipped:
+        lines.append("  Skipped ops were not forced: the data changed since the plan. Re-run "
+                     "`reconcile plan` to see what is still needed.")
+    if v.changed_by_others:
+        lines.append(f"  {len(v.changed_by_others)} document(s) this run did not write changed while it "
+                     "ran (another writer): " + ", ".join(v.changed_by_others[:5])
+                     + (" …" if len(v.changed_by_others) > 5 else ""))
+    if v.pending.ops:
+        lines.append(f"  Still pending: {v.pending.summary.line()}")
+    verdict = ("converged, nothing lost" if v.converged else
+               "NOT converged" + ("" if v.nothing_lost else "; VALUES WERE LOST"))
+    if v.skipped:
+        verdict += f"; {len(v.skipped)} op(s) skipped as stale: re-run plan"
+    lines.append(f"Apply: {v.created} created, {v.updated} updated, {len(v.skipped)} skipped; {verdict}.")
+    return "\n".join(lines) + "\n"
+
+
+def verification_data(v: Verification) -> dict[str, Any]:
+    return {
+        "responses_preserved": {"before": v.responses_before, "kept": v.responses_kept},
+        "scores_and_dates_preserved": not v.key_values_lost,
+        "other_values_preserved": not v.other_values_lost,
+        "lost": [{"path": loss.path, "detail": loss.detail}
+                 for loss in (*v.key_values_lost, *v.other_values_lost)],
+        "links": {"made": v.links_made, "broken": list(v.links_broken)},
+        "created": v.created, "updated": v.updated,
+        "skipped": [{"path": r.op.path, "reason": r.reason} for r in v.skipped],
+        "changed_by_others": list(v.changed_by_others),
+        "pending": v.pending.summary.changes,
+        "converged": v.converged,
+    }
+
+
+# -- audit (phase 1) ---------------------------------------------------------------------------------
+
+
+def render_audit(report: AuditReport, fmt: str) -> str:
+    if fmt == "json":
+        return to_json(report.as_data())
+    lines = [f"Audit of {report.source} with spec {report.spec_name}", ""]
+    # Collection names and finding codes are shown as they are; the report's own labels in words.
+    sections = [("Documents", report.collections, False), ("Series members", report.members, True),
+                ("Responses", report.responses, True), ("Series", report.series, True),
+                ("Link health", report.links, True), ("Findings", report.findings, False)]
+    for title, values, worded in sections:
+        if not values:
+            continue
+        lines.append(f"{title}:")
+        for name, value in values.items():
+            label = name.replace("_", " ") if worded else name
+            if isinstance(value, dict):
+                lines.append(f"  {label}: " + ", ".join(f"{k} {n}" for k, n in value.items()))
+            else:
+                lines.append(f"  {label}: {value}")
+        lines.append("")
+    return "\n".join(lines)
