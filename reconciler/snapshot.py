@@ -152,21 +152,29 @@ class SnapshotStore:
     def apply(self, groups: list[tuple[Op, ...]], now: datetime) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once."""
         state = decode_snapshot(read_json(self.path, "snapshot"), self.source)
-        collections = {name: dict(docs) for name, docs in state.collections.items()}
-        outcomes: list[OpResult] = []
-        for group in groups:
-            reasons = [_refusal(op, collections) for op in group]
-            failed = next((reason for reason in reasons if reason), "")
-            for op, reason in zip(group, reasons, strict=True):
-                if failed:
-                    outcomes.append(OpResult(op=op, applied=False,
-                                             reason=reason or f"its link partner was skipped: {failed}"))
-                else:
-                    _write(op, collections, now)
-                    outcomes.append(OpResult(op=op, applied=True))
-        if any(outcome.applied for outcome in outcomes):
-            write_atomically(self.path, dumps_snapshot(replace(state, collections=collections)))
-        return outcomes
+        new_state, results = apply_groups(state, groups, now)
+        if any(result.applied for result in results):
+            write_atomically(self.path, dumps_snapshot(new_state))
+        return results
+
+
+def apply_groups(state: State, groups: list[tuple[Op, ...]], now: datetime) -> tuple[State, list[OpResult]]:
+    """The snapshot store's write semantics, in memory: each group's preconditions are checked
+    against the current documents; a group whose every precondition holds is written whole,
+    any other is skipped whole. Written documents get ``now`` as their update time."""
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    results: list[OpResult] = []
+    for group in groups:
+        reasons = [_refusal(op, collections) for op in group]
+        failed = next((reason for reason in reasons if reason), "")
+        for op, reason in zip(group, reasons, strict=True):
+            if failed:
+                results.append(OpResult(op=op, applied=False,
+                                        reason=reason or f"its link partner was skipped: {failed}"))
+            else:
+                _write(op, collections, now)
+                results.append(OpResult(op=op, applied=True))
+    return replace(state, collections=collections), results
 
 
 def _refusal(op: Op, collections: dict[str, dict[str, Document]]) -> str:

@@ -86,8 +86,9 @@ class _Document:
 
     def load(self) -> Any:
         self.marks = {}
-        loader = yaml.SafeLoader(self.text)
+        loader = None
         try:
+            loader = yaml.SafeLoader(self.text)
             node = loader.get_single_node()
             if node is None:
                 raise SpecError([f"{self.filename}: the spec is empty; start from specs/checkins.yaml"])
@@ -96,13 +97,17 @@ class _Document:
             mark = error.problem_mark or error.context_mark
             place = f"{self.filename}:{mark.line + 1}:{mark.column + 1}" if mark else self.filename
             raise SpecError([f"{place}: malformed YAML: {error.problem or error.context}"]) from error
+        except yaml.reader.ReaderError as error:
+            raise SpecError([f"{self.filename}: not a YAML text: character {error.character!r} at "
+                             f"offset {error.position} is not allowed"]) from error
         except yaml.YAMLError as error:
             raise SpecError([f"{self.filename}: malformed YAML: {error}"]) from error
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
 
     def _build(self, loader: yaml.SafeLoader, node: yaml.Node, path: Where) -> Any:
-        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -112,20 +117,21 @@ class _Document:
                 if key in result:
                     raise SpecError([f"{self._at(key_node)}: key {key!r} is named twice in this "
                                      "mapping; keep one"])
+                # A key's place is where its name is written, which is where a reader looks.
+                self.marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 result[key] = self._build(loader, value_node, (*path, key))
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self._build(loader, item, (*path, index)) for index, item in enumerate(node.value)]
         return loader.construct_object(node, deep=True)
 
-    @staticmethod
-    def _at(node: yaml.Node) -> str:
-        return f"{node.start_mark.name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    def _at(self, node: yaml.Node) -> str:
+        return f"{self.filename}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
     def check_schema(self, data: Any) -> None:
         validator = jsonschema.Draft202012Validator(schema())
         errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-        problems = [f"{self.where(tuple(e.absolute_path))}: {_explain(e)}" for e in _leaves(errors)]
+        problems = [f"{self.where(_place(e))}: {_explain(e)}" for e in _leaves(errors)]
         if problems:
             raise SpecError(_unique(problems))
 
@@ -140,6 +146,17 @@ def _leaves(errors: list[jsonschema.ValidationError]) -> list[jsonschema.Validat
         else:
             result.append(error)
     return result
+
+
+def _place(error: jsonschema.ValidationError) -> Where:
+    """Where to point: at the first unknown key itself, else at the failing value."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        if extra:
+            return (*path, extra[0])
+    return path
 
 
 def _explain(error: jsonschema.ValidationError) -> str:

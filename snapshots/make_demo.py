@@ -5,6 +5,7 @@
 ``sessions-demo.json``: a small database for specs/sessions.yaml (another domain, 14-day cadence).
 
 Same seed, same bytes: the files are regenerated only on purpose, and a test checks they are current.
+``python snapshots/make_demo.py DIR`` writes them to DIR instead.
 """
 
 from __future__ import annotations
@@ -196,11 +197,11 @@ def sessions() -> State:
     return b.state("snapshots/sessions-demo.json")
 
 
-def main() -> None:
+def main(out_dir: Path = ROOT / "snapshots") -> None:
     for name, state in (("demo.json", checkins()), ("sessions-demo.json", sessions())):
-        (ROOT / "snapshots" / name).write_text(dumps_snapshot(state), "utf-8")
-        print(f"wrote snapshots/{name}")
+        (out_dir / name).write_text(dumps_snapshot(state), "utf-8")
+        print(f"wrote {out_dir / name}")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "snapshots")
