@@ -18,7 +18,9 @@ from reconciler.plan import dumps_plan
 from reconciler.verify import Verification
 from reconciler.values import format_timestamp, show
 
-MARKDOWN_ROW_LIMIT = 200  # a pull-request comment must stay readable (and under 65,536 characters)
+# A pull-request comment must stay readable, and GitHub refuses one over 65,536 characters.
+MARKDOWN_BUDGET = 50_000  # characters of table rows, all tables together
+MARKDOWN_CELL = 200  # characters of one cell
 
 
 def render_plan(plan: Plan, fmt: str) -> str:
@@ -101,33 +103,44 @@ def _plan_markdown(plan: Plan) -> str:
         "|---:|---:|---:|---:|---:|---:|",
         f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", "",
     ]
+    budget = [MARKDOWN_BUDGET // 2 if plan.findings else MARKDOWN_BUDGET]
     if plan.ops:
         lines += [f"<details><summary>Changes ({len(plan.ops)} document writes)</summary>", "",
                   "| op | document | rules | link | values |", "|---|---|---|---|---|"]
-        lines += [op_markdown(op) for op in plan.ops[:MARKDOWN_ROW_LIMIT]]
-        lines += _more(len(plan.ops)) + ["", "</details>", ""]
+        # Changes to existing documents first: they are what a reviewer must see.
+        ordered = sorted(plan.ops, key=lambda op: isinstance(op, CreateDocumentOp))
+        lines += _rows((op_markdown(op) for op in ordered), len(plan.ops), budget)
+        lines += ["", "</details>", ""]
     if plan.findings:
+        budget = [MARKDOWN_BUDGET - MARKDOWN_BUDGET // 2 if plan.ops else MARKDOWN_BUDGET]
         counts = Counter(f.code for f in plan.findings)
         lines += ["| finding | count |", "|---|---:|"]
         lines += [f"| `{code}` | {count} |" for code, count in sorted(counts.items())]
         lines += ["", f"<details><summary>Findings ({len(plan.findings)})</summary>", "",
                   "| code | document | series | message |", "|---|---|---|---|"]
-        lines += [f"| `{f.code}` | `{f.path}` | {_cell(f.series)} | {_cell(f.message)} |"
-                  for f in plan.findings[:MARKDOWN_ROW_LIMIT]]
-        lines += _more(len(plan.findings)) + ["", "</details>", ""]
+        lines += _rows((f"| `{f.code}` | `{f.path}` | {_cell(f.series)} | {_cell(f.message)} |"
+                        for f in plan.findings), len(plan.findings), budget)
+        lines += ["", "</details>", ""]
     lines.append(f"<sub>spec `{plan.spec_path}` sha256 `{plan.spec_sha256[:12]}`, read at "
                  f"{format_timestamp(plan.read_time) if plan.read_time else 'unknown time'}</sub>")
     return "\n".join(lines) + "\n"
 
 
-def _more(total: int) -> list[str]:
-    if total <= MARKDOWN_ROW_LIMIT:
-        return []
-    return ["", f"… and {total - MARKDOWN_ROW_LIMIT} more; the JSON plan (`--format json`) has all."]
+def _rows(rows, total: int, budget: list[int]) -> list[str]:
+    """Table rows until the budget is spent, then one line saying how many were left out."""
+    kept: list[str] = []
+    for row in rows:
+        if len(row) + 1 > budget[0]:
+            kept += ["", f"… and {total - len(kept)} more; the JSON plan (`--format json`) has all."]
+            break
+        budget[0] -= len(row) + 1
+        kept.append(row)
+    return kept
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= MARKDOWN_CELL else text[: MARKDOWN_CELL - 1] + "…"
 
 
 @singledispatch
