@@ -14,6 +14,8 @@ from reconciler.kernel import group_series, member_week, reconcile
 from reconciler.model import CreateDocumentOp, Spec, State
 from reconciler.values import is_empty, show
 
+UNUSABLE_SERIES_CODES = ("series.base_missing", "series.base_ambiguous", "series.base_due_invalid")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditReport:
@@ -52,7 +54,7 @@ def audit(spec: Spec, state: State) -> AuditReport:
     series_list, _ = group_series(spec, state)
     ops, findings = reconcile(spec, state)
     codes = Counter(f.code for f in findings)
-    unusable = sum(codes[c] for c in ("series.base_missing", "series.base_ambiguous", "series.base_due_invalid"))
+    unusable = sum(codes[code] for code in UNUSABLE_SERIES_CODES)
     series = {
         "total": len(series_list),
         "usable": len(series_list) - unusable,

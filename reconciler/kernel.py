@@ -276,7 +276,8 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
                        "week's member; not created")
                 targets[week] = None
                 continue
-            targets[week] = drafts[path] = _Draft(spec, path, None, fields=_new_week_fields(spec, base, week, due(week)),
+            fields = _new_week_fields(spec, base, week, due(week))
+            targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields,
                                                   rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
     if spec.link is not None:

@@ -15,8 +15,8 @@ from typing import Any
 from reconciler.audit import AuditReport
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
 from reconciler.plan import dumps_plan
-from reconciler.verify import Verification
 from reconciler.values import format_timestamp, show
+from reconciler.verify import Verification
 
 # A pull-request comment must stay readable, and GitHub refuses one over 65,536 characters.
 MARKDOWN_BUDGET = 50_000  # characters of table rows, all tables together

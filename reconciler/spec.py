@@ -130,7 +130,8 @@ class _Document:
 
     def check_schema(self, data: Any) -> None:
         validator = jsonschema.Draft202012Validator(schema())
-        errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+        errors = sorted(validator.iter_errors(data),
+                        key=lambda e: (list(map(str, e.absolute_path)), e.message))
         problems = [f"{self.where(_place(e))}: {_explain(e)}" for e in _leaves(errors)]
         if problems:
             raise SpecError(_unique(problems))
@@ -184,7 +185,8 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return f"{path} must be {json.dumps(sub['const'])}, found {_yaml_value(error.instance)}"
     if keyword == "type":
         wanted = sub["type"] if isinstance(sub["type"], str) else " or ".join(sub["type"])
-        return f"{path} must be {_article(wanted)}, found {_yaml_type(error.instance)} {_yaml_value(error.instance)}"
+        found = f"{_yaml_type(error.instance)} {_yaml_value(error.instance)}"
+        return f"{path} must be {_article(wanted)}, found {found}"
     if keyword in ("minimum", "maximum"):
         bound = "at least" if keyword == "minimum" else "at most"
         return f"{path} must be {bound} {sub[keyword]}, found {error.instance}"

@@ -207,7 +207,8 @@ def _require(payload: Any, kind: type) -> Any:
 
 
 def _json_type(data: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(data), type(data).__name__)
+    names = {dict: "object", list: "array", str: "string", bool: "boolean"}
+    return names.get(type(data), type(data).__name__)
 
 
 # -- comparison and display ------------------------------------------------------------------------

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 from builders import (
-    A,
     BASE_DUE,
     DROP,
-    R,
     UPDATED,
+    A,
+    R,
     assignment,
     due,
     plan_of,
@@ -105,7 +105,8 @@ def test_a_recurring_assignment_without_a_usable_key_is_reported(spec, client):
 
 
 def test_integer_keys_form_their_own_series(spec):
-    plan = plan_of(spec, assignment("a1", 1, client=7, totalWeeks=2), assignment("a2", 1, client="7", totalWeeks=2))
+    plan = plan_of(spec, assignment("a1", 1, client=7, totalWeeks=2),
+                   assignment("a2", 1, client="7", totalWeeks=2))
     assert sorted(repr(op.fields["clientId"]) for op in plan.ops) == ["'7'", "7"]
     assert len({op.path for op in plan.ops}) == 2
 
@@ -247,7 +248,8 @@ def test_case_4_several_responses_link_the_latest_and_report_the_others(spec):
     late = response("r-late", 1, submittedAt=due(1) - timedelta(hours=1))
     junk = response("r-junk", 1, submittedAt="yesterday")
     plan = plan_of(spec, assignment("a1", 1, totalWeeks=1), early, late, junk)
-    assert plan.ops[0].fills[1] == FieldFill(field="responseId", value="r-late", rule="link.pair", before=None)
+    assert plan.ops[0].fills[1] == FieldFill(field="responseId", value="r-late", rule="link.pair",
+                                             before=None)
     assert [op.path for op in plan.ops] == [f"{A}/a1", f"{R}/r-late"]
     assert codes(plan) == [("response.duplicate", f"{R}/r-early"), ("response.duplicate", f"{R}/r-junk")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from builders import A, R, READ, checkins
+from builders import READ, A, R, checkins
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -155,7 +155,8 @@ def test_a_stale_plan_skips_whole_links_and_never_overwrites(state, data):
     (no half link is written), and nothing the other writer wrote is overwritten."""
     plan = build_plan(SPEC, state)
     everything = [doc for docs in state.collections.values() for doc in docs.values()]
-    touched = data.draw(st.lists(st.sampled_from(everything), unique_by=lambda d: d.path)) if everything else []
+    touched = data.draw(st.lists(st.sampled_from(everything), unique_by=lambda d: d.path)) \
+        if everything else []
     collections = {name: dict(docs) for name, docs in state.collections.items()}
     app_time = BEFORE + timedelta(days=3)
     for doc in touched:  # the app fills every empty link field with its own value

@@ -1,0 +1,210 @@
+"""The reconcile command end to end on snapshot files, as a user runs it (a real process each time)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builders import CHECKINS, DEMO, ROOT, SESSIONS, SESSIONS_DEMO
+
+
+def reconcile(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "reconciler", *map(str, args)], cwd=cwd, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def demo(tmp_path) -> Path:
+    copy = tmp_path / "demo.json"
+    shutil.copyfile(DEMO, copy)
+    return copy
+
+
+def test_plan_shows_the_summary_and_writes_nothing(demo):
+    before = digest(demo)
+    run = reconcile("plan", "--spec", CHECKINS, "--source", demo)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.rstrip().endswith(
+        "Plan: 379 to create, 17 to link, 2 to fill; 0 to delete, 0 to overwrite.")
+    assert digest(demo) == before
+
+
+def test_detailed_exitcode_says_whether_there_are_changes(demo):
+    assert reconcile("plan", "--spec", CHECKINS, "--source", demo, "--detailed-exitcode").returncode == 2
+    assert reconcile("apply", "--spec", CHECKINS, "--source", demo, "--auto-approve").returncode == 0
+    assert reconcile("plan", "--spec", CHECKINS, "--source", demo, "--detailed-exitcode").returncode == 0
+
+
+def test_plan_apply_check_on_a_copy_of_the_demo_converges_with_nothing_lost(demo, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", demo, "--out", plan_file).returncode == 0
+    applied = reconcile("apply", plan_file)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    for line in ("Responses preserved ......... YES  (35 of 35)", "Scores and dates preserved .. YES",
+                 "Other values preserved ...... YES", "Links valid ................. YES  (17 made",
+                 "Documents created ........... 379", "Pending ops left ............ 0",
+                 "converged, nothing lost."):
+        assert line in applied.stdout
+    check = reconcile("check", "--spec", CHECKINS, "--source", demo)
+    assert check.returncode == 0 and "No drift: converged." in check.stdout
+
+
+def test_a_stale_saved_plan_is_skipped_not_forced_and_exits_2(demo, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    reconcile("plan", "--spec", CHECKINS, "--source", demo, "--out", plan_file)
+    assert reconcile("apply", plan_file).returncode == 0
+    again = reconcile("apply", plan_file)
+    assert again.returncode == 2
+    assert "407 op(s) skipped as stale: re-run plan" in again.stdout
+    assert "the document already exists" in again.stdout
+
+
+def test_check_reports_drift_and_names_it(demo, tmp_path):
+    reconcile("apply", "--spec", CHECKINS, "--source", demo, "--auto-approve")
+    data = json.loads(demo.read_text())
+    created = sorted(k for k in data["collections"]["check_in_assignments"] if k.endswith("-w007"))[0]
+    del data["collections"]["check_in_assignments"][created]  # deleted by hand
+    demo.write_text(json.dumps(data))
+    check = reconcile("check", "--spec", CHECKINS, "--source", demo)
+    assert check.returncode == 2
+    assert f"+ create check_in_assignments/{created}" in check.stdout
+    assert "Drift: 1 document write(s) needed" in check.stdout
+
+
+def test_apply_refuses_without_a_terminal_and_writes_nothing(demo):
+    before = digest(demo)
+    run = reconcile("apply", "--spec", CHECKINS, "--source", demo, stdin="yes\n")
+    assert run.returncode == 1
+    assert run.stderr.strip() == ("error: refusing to apply without confirmation: standard input is not "
+                                  "a terminal; review the plan and pass --auto-approve")
+    assert digest(demo) == before
+
+
+def test_json_and_markdown_plans(demo):
+    as_json = reconcile("plan", "--spec", CHECKINS, "--source", demo, "--format", "json")
+    assert json.loads(as_json.stdout)["summary"]["create"] == 379
+    as_md = reconcile("plan", "--spec", CHECKINS, "--source", demo, "--format", "markdown")
+    assert as_md.stdout.startswith("### reconcile plan: `checkins`")
+
+
+def test_audit_reports_the_phase_one_counts(demo):
+    run = reconcile("audit", "--spec", CHECKINS, "--source", demo, "--format", "json")
+    report = json.loads(run.stdout)
+    assert report["collections"] == {"check_in_assignments": 45, "formResponses": 35, "clients": 26,
+                                     "forms": 3}
+    assert report["series"]["missing_weeks"] == 379
+    assert report["links"]["complete"] == 8
+    assert len(report["findings"]) == 20
+
+
+def test_validate(tmp_path):
+    assert reconcile("validate", CHECKINS).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CHECKINS.read_text().replace("every_days: 7", "every_days: 0"))
+    run = reconcile("validate", bad)
+    assert run.returncode == 1
+    assert f"{bad}:" in run.stderr and "every_days must be at least 1, found 0" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_snapshot_exports_a_file_that_plans_the_same(demo, tmp_path):
+    out = tmp_path / "copy.json"
+    assert reconcile("snapshot", "--source", demo, "--out", out, "--spec", CHECKINS).returncode == 0
+    one = json.loads(reconcile("plan", "--spec", CHECKINS, "--source", demo, "--format", "json").stdout)
+    two = json.loads(reconcile("plan", "--spec", CHECKINS, "--source", out, "--format", "json").stdout)
+    assert one["ops"] == two["ops"] and one["findings"] == two["findings"]
+
+
+def test_the_second_domain_plans_and_applies_with_the_same_code(tmp_path):
+    copy = tmp_path / "sessions.json"
+    shutil.copyfile(SESSIONS_DEMO, copy)
+    run = reconcile("apply", "--spec", SESSIONS, "--source", copy, "--auto-approve")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Plan: 17 to create, 8 to link, 0 to fill; 0 to delete, 0 to overwrite." in run.stdout
+    assert reconcile("check", "--spec", SESSIONS, "--source", copy).returncode == 0
+
+
+# -- bad input: one sentence, exit 1, nothing written ----------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["plan", "--spec", "nope.yaml", "--source", "{demo}"], "nope.yaml: spec file not found"),
+    (["plan", "--spec", str(CHECKINS), "--source", "missing.json"], "missing.json: snapshot file not found"),
+    (["plan", "--spec", str(CHECKINS), "--source", "ftp://x"], "unknown source"),
+    (["plan", "--spec", str(CHECKINS)], "Missing option '--source'"),
+    (["plan", "--spec", str(CHECKINS), "--source", "{demo}", "--format", "xml"], "'xml' is not one of"),
+    (["apply", "missing-plan.json"], "missing-plan.json: plan file not found"),
+    (["apply"], "give a saved PLAN, or both --spec and --source"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_bad_arguments_and_missing_files(demo, args, words):
+    before = digest(demo)
+    run = reconcile(*[a.replace("{demo}", str(demo)) for a in args])
+    assert run.returncode == 1
+    assert words in run.stderr and run.stderr.startswith("error: ")
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert digest(demo) == before
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda d: d.update(format_version="9.0"), "format_version '9.0' is not supported"),
+    (lambda d: d["collections"]["formResponses"][next(iter(d["collections"]["formResponses"]))]["fields"]
+     .update(submittedAt={"$timestamp": "last tuesday"}), "bad $timestamp value"),
+    (lambda d: d.update(collections=[]), "'collections' must be an object"),
+])
+def test_a_malformed_snapshot_is_refused_and_left_as_it_was(tmp_path, edit, words):
+    data = json.loads(DEMO.read_text())
+    edit(data)
+    source = tmp_path / "bad.json"
+    source.write_text(json.dumps(data))
+    before = digest(source)
+    for args in (["plan"], ["check"], ["audit"], ["apply", "--auto-approve"]):
+        run = reconcile(*args, "--spec", CHECKINS, "--source", source)
+        assert run.returncode == 1 and words in run.stderr and "Traceback" not in run.stderr, args
+    assert digest(source) == before
+
+
+def test_documents_with_wrong_types_are_findings_not_failures(tmp_path):
+    data = json.loads(DEMO.read_text())
+    for doc in data["collections"]["check_in_assignments"].values():
+        doc["fields"]["totalWeeks"] = ["not", "a", "number"]
+        doc["fields"]["status"] = {"nested": True}
+    source = tmp_path / "odd.json"
+    source.write_text(json.dumps(data))
+    run = reconcile("plan", "--spec", CHECKINS, "--source", source)
+    assert run.returncode == 0 and "series.length_invalid" in run.stdout
+
+
+def test_a_plan_file_that_was_edited_is_refused(demo, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    reconcile("plan", "--spec", CHECKINS, "--source", demo, "--out", plan_file)
+    data = json.loads(plan_file.read_text())
+    data["spec"]["text"] = data["spec"]["text"].replace("every_days: 7", "every_days: 6")
+    plan_file.write_text(json.dumps(data))
+    before = digest(demo)
+    run = reconcile("apply", plan_file)
+    assert run.returncode == 1 and "does not match its sha256" in run.stderr
+    assert digest(demo) == before
+
+
+def test_debug_shows_the_traceback():
+    run = reconcile("--debug", "plan", "--spec", "nope.yaml", "--source", "x.json")
+    assert run.returncode == 1 and "Traceback" in run.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "audit", "plan", "apply", "check", "snapshot", "schema"])
+def test_every_command_explains_itself(command):
+    run = reconcile(command, "--help")
+    assert run.returncode == 0 and "Usage: reconcile " + command in run.stdout
+    assert len(run.stdout.splitlines()) > 4
