@@ -8,14 +8,15 @@ traceback only with ``--debug``). Nothing here computes a plan or touches a stor
 from __future__ import annotations
 
 import sys
+import time
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from reconciler import __version__, commands
+from reconciler import __version__, commands, progress
 from reconciler.errors import ApplyRefused, ReconcileError
+from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.plan import dumps_plan
 from reconciler.render import render_audit, render_plan, render_verification
 from reconciler.snapshot import write_atomically
@@ -28,12 +29,33 @@ spec_option = click.option("--spec", "spec_path", required=True, metavar="SPEC",
                            help="The YAML spec, e.g. specs/checkins.yaml.")
 source_option = click.option("--source", required=True, metavar="SRC",
                              help="A snapshot file, e.g. snapshots/demo.json, or "
-                                  "firestore://PROJECT[/DATABASE].")
+                                  "firestore://PROJECT[/DATABASE] (the emulator when "
+                                  "FIRESTORE_EMULATOR_HOST is set, else Application Default "
+                                  "Credentials).")
+quiet_option = click.option("--quiet", "-q", is_flag=True,
+                            help="No progress output and no timing line on stderr.")
 
 
 class _Exit(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
+
+
+class _Run:
+    """Per-command options for reaching a source, and the closing timing line on stderr."""
+
+    def __init__(self, quiet: bool, **store: object) -> None:
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.progress = progress.choose(quiet)
+        self.options = commands.Options(progress=self.progress, **store)  # type: ignore[arg-type]
+
+    def finish(self, what: str) -> None:
+        stop = getattr(self.progress, "stop", None)
+        if stop:
+            stop()
+        if not self.quiet:
+            click.echo(f"reconcile: {what} in {time.monotonic() - self.started:.1f}s", err=True)
 
 
 def _echo(text: str, err: bool = False) -> None:
@@ -91,13 +113,17 @@ def validate(spec_path: str) -> None:
 @source_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format.")
-def audit(spec_path: str, source: str, fmt: str) -> None:
+@quiet_option
+def audit(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
     """Report what the data holds before any change (phase 1).
 
     Counts documents, series members and their statuses, series and their missing weeks, link
     health (complete, half, dangling) and findings by code. Writes nothing.
     """
-    _echo(render_audit(commands.run_audit(spec_path, source), fmt))
+    run = _Run(quiet)
+    report = commands.run_audit(spec_path, source, run.options)
+    run.finish(f"audited {sum(report.collections.values())} documents")
+    _echo(render_audit(report, fmt))
 
 
 @cli.command()
@@ -109,16 +135,20 @@ def audit(spec_path: str, source: str, fmt: str) -> None:
               help="text for a terminal, markdown for a pull-request comment, json for machines.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
-def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
+@quiet_option
+def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool,
+         quiet: bool) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
     Reads each collection once and writes nothing to the source. The same spec and data give a
     byte-identical plan. The last line is the summary, e.g. "Plan: 691 to create, 36 to link, 1 to
     fill; 0 to delete, 0 to overwrite."
     """
-    planned = commands.plan(spec_path, source)
+    run = _Run(quiet)
+    planned = commands.plan(spec_path, source, run.options)
     if out:
         write_atomically(Path(out), dumps_plan(planned.plan))
+    run.finish(f"planned {_documents(planned.state)} documents")
     _echo(render_plan(planned.plan, fmt))
     if out and fmt != "json":
         click.echo(f"Saved the plan to {out}; apply it with: reconcile apply {out}")
@@ -133,8 +163,18 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="Format of the plan shown and of the validation report.")
+@click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DIRECTORY, show_default=True,
+              help="Where the apply journal (JSON lines: ops, before-values, outcomes) is written.")
+@click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
+              help="Cap the write rate. Default: the 500/50/5 ramp on Firestore (start at 500/s, "
+                   "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
+@click.option("--batch-size", type=click.IntRange(1, 500), default=500, show_default=True,
+              help="Writes per commit (a link is never split across commits).")
+@quiet_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
-          fmt: str) -> None:
+          fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
+          quiet: bool) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     Each write carries a precondition: a create requires that the document does not exist, a fill
@@ -144,27 +184,35 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
 
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
     """
-    now = datetime.now(UTC)
+    run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
+               batch_size=batch_size)
     if plan_file:
         if spec_path or source:
             raise click.UsageError("give either a saved PLAN or --spec and --source, not both")
         saved, spec = commands.load_plan(plan_file)
         _echo(render_plan(saved, fmt))
-        applied = commands.apply(saved, spec, now)
+        applied = commands.apply(saved, spec, options=run.options)
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        planned = commands.plan(spec_path, source)
+        planned = commands.plan(spec_path, source, run.options)
         _echo(render_plan(planned.plan, fmt))
         if not planned.plan.ops:
             click.echo("Nothing to apply.")
         elif not auto_approve:
             _confirm(planned.plan.summary.changes, source)
-        applied = commands.apply(planned.plan, planned.spec, now, before=planned.state)
+        applied = commands.apply(planned.plan, planned.spec, before=planned.state, options=run.options)
+    run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
+    if applied.journal and fmt != "json":
+        click.echo(f"Journal: {applied.journal}")
     _echo(render_verification(applied.verification, "json" if fmt == "json" else "text"))
     # Skipped ops mean what was reviewed is not what happened: the plan was stale; say so by exit 2.
     if not applied.verification.converged or applied.verification.skipped:
         raise _Exit(EXIT_CHANGES)
+
+
+def _documents(state) -> int:
+    return sum(len(docs) for docs in state.collections.values())
 
 
 def _confirm(changes: int, source: str) -> None:
@@ -183,13 +231,16 @@ def _confirm(changes: int, source: str) -> None:
 @source_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="Output format of the drift report.")
-def check(spec_path: str, source: str, fmt: str) -> None:
+@quiet_option
+def check(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
 
     Exit 0 when converged (findings alone are not drift), 2 when the plan is not empty (the
     changes that would bring it back are listed), 1 on error. Writes nothing.
     """
-    planned = commands.check(spec_path, source)
+    run = _Run(quiet)
+    planned = commands.check(spec_path, source, run.options)
+    run.finish(f"checked {_documents(planned.state)} documents")
     _echo(render_plan(planned.plan, fmt))
     if planned.plan.ops:
         if fmt == "text":
@@ -203,13 +254,16 @@ def check(spec_path: str, source: str, fmt: str) -> None:
 @source_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The snapshot file to write.")
 @click.option("--spec", "spec_path", metavar="SPEC", help="Export only the collections SPEC reads.")
-def snapshot(source: str, out: str, spec_path: str | None) -> None:
+@quiet_option
+def snapshot(source: str, out: str, spec_path: str | None, quiet: bool) -> None:
     """Export SRC's collections to a snapshot file (a backup, or offline planning input).
 
     Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
     bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
     """
-    state = commands.snapshot(source, out, spec_path)
+    run = _Run(quiet)
+    state = commands.snapshot(source, out, spec_path, run.options)
+    run.finish(f"exported {_documents(state)} documents")
     counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
     click.echo(f"Wrote {out}: {counts}.")
 

@@ -6,26 +6,43 @@ stores, reading files); does not print, prompt or choose exit codes: that is the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.audit import AuditReport, audit
 from reconciler.errors import ApplyRefused, PlanFileError, SourceError
+from reconciler.journal import DEFAULT_DIRECTORY, Journal
 from reconciler.model import OpResult, Plan, Spec, State
 from reconciler.plan import build_plan, loads_plan
+from reconciler.progress import Progress, Silent
 from reconciler.snapshot import SnapshotStore, dumps_snapshot, write_atomically
 from reconciler.spec import load_spec, parse_spec
+from reconciler.store import SCHEME as FIRESTORE_SCHEME
+from reconciler.store import FirestoreStore
 from reconciler.verify import Verification, verify
 
-FIRESTORE_SCHEME = "firestore://"
+Store = SnapshotStore | FirestoreStore
 
 
-def open_store(source: str) -> SnapshotStore:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """How to reach and write a source; the defaults suit an interactive run."""
+
+    progress: Progress = field(default_factory=Silent)
+    max_writes_per_second: float | None = None
+    batch_size: int = 500
+    journal_dir: Path = DEFAULT_DIRECTORY
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+def open_store(source: str, options: Options | None = None) -> Store:
     """A source is a snapshot file path, or ``firestore://PROJECT[/DATABASE]``."""
+    options = options or Options()
     if source.startswith(FIRESTORE_SCHEME):
-        raise SourceError(f"{source}: live Firestore sources are not supported by this build yet; "
-                          "export the data with the app's tooling into a snapshot file")
+        return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
+                              max_writes_per_second=options.max_writes_per_second)
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "
                           "firestore://PROJECT[/DATABASE]")
@@ -36,9 +53,9 @@ def validate(spec_path: str) -> Spec:
     return load_spec(spec_path)
 
 
-def run_audit(spec_path: str, source: str) -> AuditReport:
+def run_audit(spec_path: str, source: str, options: Options | None = None) -> AuditReport:
     spec = load_spec(spec_path)
-    return audit(spec, open_store(source).read(spec.collections))
+    return audit(spec, open_store(source, options).read(spec.collections))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,9 +65,9 @@ class Planned:
     plan: Plan
 
 
-def plan(spec_path: str, source: str) -> Planned:
+def plan(spec_path: str, source: str, options: Options | None = None) -> Planned:
     spec = load_spec(spec_path)
-    state = open_store(source).read(spec.collections)
+    state = open_store(source, options).read(spec.collections)
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
 
 
@@ -76,34 +93,43 @@ class Applied:
     plan: Plan
     results: tuple[OpResult, ...]
     verification: Verification
+    journal: Path | None
 
 
-def apply(saved: Plan, spec: Spec, now: datetime, before: State | None = None) -> Applied:
-    """Write the plan's groups under their preconditions, then re-read, re-diff and verify.
+def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None) -> Applied:
+    """Write the plan's groups under their preconditions, journaled, then re-read, re-diff, verify.
 
     ``before``: the state the plan was made from, when it was made in this run; a saved plan is
     checked against a fresh read instead, so the report compares with what was there at apply time.
     """
+    options = options or Options()
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
-    store = open_store(saved.source)
+    store = open_store(saved.source, options)
     if before is None:
         before = store.read(spec.collections)
-    results = store.apply(saved.groups(), now) if saved.ops else []
+    journal = None
+    results: list[OpResult] = []
+    if saved.ops:
+        journal = Journal(Path(options.journal_dir), saved, before, options.clock())
+        try:
+            results = store.apply(saved.groups(), options.clock(), journal)
+        finally:
+            journal.close(results, options.clock())
     after = store.read(spec.collections)
     replan = build_plan(spec, after)
-    return Applied(plan=saved, results=tuple(results),
+    return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verify(spec, before, after, results, replan))
 
 
-def check(spec_path: str, source: str) -> Planned:
+def check(spec_path: str, source: str, options: Options | None = None) -> Planned:
     """A drift check is a plan that is expected to be empty."""
-    return plan(spec_path, source)
+    return plan(spec_path, source, options)
 
 
-def snapshot(source: str, out: str, spec_path: str | None = None) -> State:
+def snapshot(source: str, out: str, spec_path: str | None = None, options: Options | None = None) -> State:
     """Export a source's collections (the spec's, or all) to a snapshot file."""
     collections = load_spec(spec_path).collections if spec_path else None
-    state = open_store(source).read(collections)
+    state = open_store(source, options).read(collections)
     write_atomically(Path(out), dumps_snapshot(state))
     return state

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.values import MISSING, is_empty
+from reconciler.values import MISSING, canonical, is_empty
 
 # -- the spec ----------------------------------------------------------------------------------------
 
@@ -204,6 +204,14 @@ class CreateDocumentOp:
     def precondition(self) -> dict[str, Any]:
         return {"exists": False}
 
+    def refusal(self, current: Document | None) -> str:
+        """Why this op may not be written over ``current`` ('' when its precondition holds)."""
+        return "the document already exists" if current is not None else ""
+
+    def in_effect(self, current: Document | None) -> bool:
+        """Whether ``current`` already holds exactly what this op writes."""
+        return current is not None and _same_fields(current.fields, self.fields)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FillFieldsOp:
@@ -235,8 +243,34 @@ class FillFieldsOp:
     def precondition(self) -> dict[str, Any]:
         return {"update_time": self.update_time}
 
+    def refusal(self, current: Document | None) -> str:
+        if current is None:
+            return "the document no longer exists"
+        if self.update_time is None:
+            return "the plan has no update time for this document; re-run plan"
+        if current.update_time != self.update_time:
+            return "the document changed since the plan was made"
+        for fill in self.fills:
+            if not is_empty(current.get(fill.field)):
+                return f"{fill.field} is no longer empty"
+        if self.transition and current.get(self.transition.field) != self.transition.before:
+            return f"{self.transition.field} is no longer {self.transition.before!r}"
+        return ""
+
+    def in_effect(self, current: Document | None) -> bool:
+        if current is None:
+            return False
+        wanted = {fill.field: fill.value for fill in self.fills}
+        if self.transition:
+            wanted[self.transition.field] = self.transition.to
+        return all(_same_fields({k: current.get(k)}, {k: v}) for k, v in wanted.items())
+
 
 Op = CreateDocumentOp | FillFieldsOp
+
+
+def _same_fields(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    return canonical(left) == canonical(right)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,6 +280,7 @@ class OpResult:
     op: Op
     applied: bool
     reason: str = ""
+    written_at: datetime | None = None  # the document's update time as this write left it
 
 
 # -- the plan ----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 
 from reconciler.errors import FormatVersionError, SourceError
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
-from reconciler.values import decode, decode_fields, encode, encode_fields, is_empty, same
+from reconciler.values import decode, decode_fields, encode, encode_fields
 
 FORMAT = "reconcile-snapshot"
 FORMAT_VERSION = "1.0"
@@ -149,12 +149,16 @@ class SnapshotStore:
         wanted = set(collections)
         return replace(state, collections={k: v for k, v in state.collections.items() if k in wanted})
 
-    def apply(self, groups: list[tuple[Op, ...]], now: datetime) -> list[OpResult]:
-        """Apply each group atomically (all its ops or none), then replace the file once."""
+    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+        """Apply each group atomically (all its ops or none), then replace the file once: the
+        whole apply is one commit."""
         state = decode_snapshot(read_json(self.path, "snapshot"), self.source)
+        number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
             write_atomically(self.path, dumps_snapshot(new_state))
+        if journal:
+            journal.after_commit(number, results)
         return results
 
 
@@ -173,26 +177,13 @@ def apply_groups(state: State, groups: list[tuple[Op, ...]], now: datetime) -> t
                                         reason=reason or f"its link partner was skipped: {failed}"))
             else:
                 _write(op, collections, now)
-                results.append(OpResult(op=op, applied=True))
+                results.append(OpResult(op=op, applied=True, written_at=now))
     return replace(state, collections=collections), results
 
 
 def _refusal(op: Op, collections: dict[str, dict[str, Document]]) -> str:
-    """The precondition a store checks before a write: '' when it holds, else why not."""
     collection, _, doc_id = op.path.partition("/")
-    current = collections.get(collection, {}).get(doc_id)
-    if isinstance(op, CreateDocumentOp):
-        return "the document already exists" if current is not None else ""
-    if current is None:
-        return "the document no longer exists"
-    if current.update_time != op.update_time:
-        return "the document changed since the plan was made"
-    for fill in op.fills:
-        if not is_empty(current.get(fill.field)):
-            return f"{fill.field} is no longer empty"
-    if op.transition and not same(current.get(op.transition.field), op.transition.before):
-        return f"{op.transition.field} is no longer {op.transition.before!r}"
-    return ""
+    return op.refusal(collections.get(collection, {}).get(doc_id))
 
 
 def _write(op: Op, collections: dict[str, dict[str, Document]], now: datetime) -> None:

@@ -48,6 +48,7 @@ class Verification:
 
 def verify(spec: Spec, before: State, after: State, outcomes: list[OpResult], replan: Plan) -> Verification:
     written = {o.op.path: o.op for o in outcomes if o.applied}
+    written_at = {o.op.path: o.written_at for o in outcomes if o.applied}
     key_fields = _key_fields(spec)
     key_lost: list[Loss] = []
     other_lost: list[Loss] = []
@@ -62,7 +63,10 @@ def verify(spec: Spec, before: State, after: State, outcomes: list[OpResult], re
                     others.append(old.path)
                 continue
             if new is None:
-                other_lost.append(Loss(path=old.path, detail="the document is gone"))
+                others.append(old.path)  # deleted after this run wrote it: not by this run
+                continue
+            if written_at.get(old.path) is not None and new.update_time != written_at[old.path]:
+                others.append(old.path)  # written again after this run: that change is not ours
                 continue
             for field, value in old.fields.items():
                 if is_empty(value) or _allowed_change(op, field, value, new.get(field)):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,3 +68,15 @@ def plan_of(spec: Spec, *docs: Document):
 
 def week_path(spec: Spec, week: int, key: tuple[Any, ...] = ("c1", "f1")) -> str:
     return f"{A}/{new_week_id(spec, key, week)}"
+
+
+WORKDIR = Path(tempfile.mkdtemp(prefix="reconcile-tests-"))  # journals land here, not in the repository
+
+
+def reconcile(*args: Any, cwd: Path = WORKDIR, stdin: str | None = None,
+              env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """Run the real command in a fresh process, as a user would."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
+    return subprocess.run([sys.executable, "-m", "reconciler", *map(str, args)], cwd=cwd,
+                          env=environment, input=stdin, capture_output=True, text=True, timeout=300)

@@ -12,3 +12,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def spec():
     return checkins()
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    from emulator import Emulator
+
+    running = Emulator()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def live(emulator, monkeypatch, request):
+    """A fresh project on the emulator, reached as ``firestore://PROJECT``; cleared afterwards."""
+    from live import Live
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
+    project = "test-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    emulator.reset(project)
+    yield Live(project)
+    emulator.reset(project)

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, ROOT, SESSIONS, SESSIONS_DEMO
-
-
-def reconcile(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "reconciler", *map(str, args)], cwd=cwd, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=120)
+from builders import CHECKINS, DEMO, SESSIONS, SESSIONS_DEMO, reconcile
 
 
 def digest(path: Path) -> str:

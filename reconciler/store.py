@@ -1,0 +1,358 @@
+"""Live Firestore as a source: the only module that imports ``google.cloud.firestore``.
+
+Reads every collection of a run at one consistent ``read_time`` (a point-in-time read), in pages
+ordered by document name, each page retried on a transient error, so a long read never hits the
+single-stream deadline. Writes only what a plan says, in atomic commits of at most 500 writes:
+
+- a create carries "must not exist", a fill the document's ``update_time`` from the plan's read
+  (``WriteBatch.update`` refuses an ``exists`` option; an update already requires the document);
+- a link's writes are in the same commit; a commit that fails a precondition is split in halves
+  until the stale group is alone, which is skipped and reported, never retried blindly;
+- a commit that fails for a transient reason is retried; if the retry then meets its own earlier
+  write, the group is recognised as applied rather than reported stale;
+- the write rate follows the 500/50/5 ramp in production (start at 500 writes/s, +50% every
+  5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from reconciler.errors import SourceError
+from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
+from reconciler.progress import Progress, Silent
+from reconciler.values import GeoPoint, Reference
+
+SCHEME = "firestore://"
+DEFAULT_DATABASE = "(default)"
+PAGE_SIZE = 2000
+MAX_BATCH = 500  # Firestore's limit of writes in one commit
+PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read time is the server's now
+TRANSIENT_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """``firestore://PROJECT[/DATABASE]`` → (project, database)."""
+    rest = source[len(SCHEME):]
+    project, _, database = rest.partition("/")
+    if not project or "/" in database:
+        raise SourceError(f"{source}: expected firestore://PROJECT or firestore://PROJECT/DATABASE")
+    return project, database or DEFAULT_DATABASE
+
+
+class FirestoreStore:
+    def __init__(self, source: str, *, page_size: int = PAGE_SIZE, batch_size: int = MAX_BATCH,
+                 max_writes_per_second: float | None = None, progress: Progress | None = None) -> None:
+        self.source = source
+        self.project, self.database = parse_source(source)
+        self.page_size = page_size
+        self.batch_size = max(1, min(batch_size, MAX_BATCH))
+        self.max_writes_per_second = max_writes_per_second
+        self.progress = progress or Silent()
+        self.emulator = os.environ.get("FIRESTORE_EMULATOR_HOST") or None
+        self._client: Any = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import firestore
+
+        if self.emulator:
+            host, _, port = self.emulator.rpartition(":")
+            try:
+                socket.create_connection((host or "localhost", int(port)), timeout=3).close()
+            except (OSError, ValueError) as error:
+                raise SourceError(
+                    f"cannot reach the Firestore emulator at {self.emulator} "
+                    f"(FIRESTORE_EMULATOR_HOST): {getattr(error, 'strerror', None) or error}; start it "
+                    "with `gcloud emulators firestore start` or unset the variable") from error
+        try:
+            return firestore.Client(project=self.project, database=self.database)
+        except DefaultCredentialsError as error:
+            raise SourceError(
+                f"{self.source}: no Google credentials ({str(error).splitlines()[0]}); run "
+                "`gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or set "
+                "FIRESTORE_EMULATOR_HOST to use the emulator") from error
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run one RPC, retrying transient failures; anything else becomes one clear sentence."""
+        from google.api_core import exceptions as gexc
+
+        delay = 0.5
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return call()
+            except _transient() as error:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise SourceError(f"{self.source}: {what} kept failing ({type(error).__name__}: "
+                                      f"{_first_line(error)}); try again later") from error
+                time.sleep(delay)
+                delay = min(delay * 2, 8)
+            except gexc.PermissionDenied as error:
+                raise SourceError(f"{self.source}: permission denied for {what}: {_first_line(error)}; "
+                                  "check the account's Firestore role") from error
+            except (gexc.GoogleAPICallError, gexc.RetryError) as error:
+                raise SourceError(f"{self.source}: {what} failed: {_first_line(error)}") from error
+        raise AssertionError("unreachable")
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def server_time(self, collection: str) -> datetime:
+        """Firestore's own now: the read time of a document that is never written."""
+        client = self.client()
+        ref = client.collection(collection).document(PROBE_DOCUMENT)
+        snapshot = self._call("reading the server time", lambda: next(iter(client.get_all([ref]))))
+        return _plain_datetime(snapshot.read_time)
+
+    def read(self, collections: Iterable[str] | None = None, *, read_time: datetime | None = None) -> State:
+        """Every document of ``collections`` (default: all top-level ones) as of one read time."""
+        client = self.client()
+        names = list(collections) if collections is not None else sorted(
+            c.id for c in self._call("listing collections", lambda: list(client.collections())))
+        if read_time is None:
+            read_time = self.server_time(names[0] if names else "reconcile")
+        return State(source=self.source, read_time=read_time,
+                     collections={name: self._read_collection(name, read_time) for name in names})
+
+    def _read_collection(self, name: str, read_time: datetime) -> dict[str, Document]:
+        client = self.client()
+        query = client.collection(name).order_by("__name__").limit(self.page_size)
+        docs: dict[str, Document] = {}
+        task = self.progress.task(f"read {name}")
+        last = None
+        while True:
+            page_query = query.start_after(last) if last is not None else query
+            page = self._call(f"reading {name}",
+                              lambda q=page_query: list(q.stream(read_time=read_time)))
+            for snapshot in page:
+                docs[snapshot.id] = Document(name, snapshot.id, _from_firestore(snapshot.to_dict() or {}),
+                                             _plain_datetime(snapshot.update_time))
+            task.advance(len(page))
+            if len(page) < self.page_size:
+                break
+            last = page[-1]
+        task.close()
+        return docs
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+        """Commit the groups in batches of whole groups, each batch atomic."""
+        task = self.progress.task("write", total=sum(len(g) for g in groups))
+        limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
+        results: list[OpResult] = []
+        for batch in _batches(groups, self.batch_size):
+            ops = [op for group in batch for op in group]
+            limiter.wait(len(ops))
+            number = journal.before_commit(ops) if journal else 0
+            outcome = self._commit_groups(batch, retried=False)
+            if journal:
+                journal.after_commit(number, outcome)
+            results.extend(outcome)
+            task.advance(len(ops))
+        task.close()
+        return results
+
+    def _commit_groups(self, groups: Sequence[tuple[Op, ...]], retried: bool) -> list[OpResult]:
+        from google.api_core import exceptions as gexc
+
+        try:
+            written, retried = self._commit([op for group in groups for op in group], retried)
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound) as error:
+            if len(groups) > 1:  # bisect: find the stale groups, commit the rest
+                middle = len(groups) // 2
+                return (self._commit_groups(groups[:middle], retried)
+                        + self._commit_groups(groups[middle:], retried))
+            return self._explain_refusal(groups[0], error, retried)
+        return [OpResult(op=op, applied=True, written_at=_plain_datetime(result.update_time))
+                for op, result in zip((op for group in groups for op in group), written, strict=True)]
+
+    def _commit(self, ops: list[Op], retried: bool) -> tuple[list[Any], bool]:
+        """One atomic commit; transient failures are retried. Returns the write results, and
+        whether a retry happened (an earlier attempt may then have been applied)."""
+        from google.api_core import exceptions as gexc
+
+        client = self.client()
+        delay = 0.5
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            batch = client.batch()
+            for op in ops:
+                _add_write(client, batch, op)
+            try:
+                return batch.commit(), retried
+            except _transient() as error:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise SourceError(f"{self.source}: a commit kept failing ({type(error).__name__}: "
+                                      f"{_first_line(error)}); the journal says what was written; "
+                                      "re-run plan and apply later") from error
+                retried = True
+                time.sleep(delay)
+                delay = min(delay * 2, 8)
+            except gexc.InvalidArgument as error:
+                raise SourceError(f"{self.source}: Firestore refused a write as invalid: "
+                                  f"{_first_line(error)}") from error
+        raise AssertionError("unreachable")
+
+    def _explain_refusal(self, group: tuple[Op, ...], error: Exception, retried: bool) -> list[OpResult]:
+        """A lone group failed its precondition: read its documents to say which op and why, or,
+        after a retried commit, to recognise that the earlier attempt did apply it."""
+        current = self._current(group)
+        if retried and all(op.in_effect(current[op.path]) for op in group):
+            return [OpResult(op=op, applied=True, reason="confirmed after a retried commit",
+                             written_at=current[op.path].update_time) for op in group]
+        reasons = [op.refusal(current[op.path]) for op in group]
+        failed = next((reason for reason in reasons if reason), f"precondition failed ({_first_line(error)})")
+        return [OpResult(op=op, applied=False, reason=reason or f"its link partner was skipped: {failed}")
+                for op, reason in zip(group, reasons, strict=True)]
+
+    def _current(self, ops: Sequence[Op]) -> dict[str, Document | None]:
+        client = self.client()
+        refs = [client.document(op.path) for op in ops]
+        snapshots = self._call("re-reading refused documents", lambda: list(client.get_all(refs)))
+        found: dict[str, Document | None] = {op.path: None for op in ops}
+        for snapshot in snapshots:
+            if snapshot.exists:
+                path = snapshot.reference.path
+                found[path] = Document(path.partition("/")[0], snapshot.id,
+                                       _from_firestore(snapshot.to_dict() or {}),
+                                       _plain_datetime(snapshot.update_time))
+        return found
+
+    def create_all(self, state: State) -> None:
+        """Load a state with creates only (each document must not exist): for tests and benchmarks."""
+        client = self.client()
+        ops = [CreateDocumentOp(path=doc.path, fields=doc.fields, rules=("load",))
+               for docs in state.collections.values() for doc in docs.values()]
+        for start in range(0, len(ops), MAX_BATCH):
+            batch = client.batch()
+            for op in ops[start:start + MAX_BATCH]:
+                _add_write(client, batch, op)
+            self._call("loading documents", batch.commit)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def _transient() -> tuple[type[Exception], ...]:
+    from google.api_core import exceptions as gexc
+
+    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted,
+            gexc.ResourceExhausted)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _batches(groups: list[tuple[Op, ...]], size: int) -> list[list[tuple[Op, ...]]]:
+    """Whole groups, at most ``size`` writes a batch (a group is never split across commits)."""
+    batches: list[list[tuple[Op, ...]]] = []
+    current: list[tuple[Op, ...]] = []
+    count = 0
+    for group in groups:
+        if current and count + len(group) > size:
+            batches.append(current)
+            current, count = [], 0
+        current.append(group)
+        count += len(group)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _add_write(client: Any, batch: Any, op: Op) -> None:
+    from google.cloud.firestore_v1.field_path import FieldPath
+
+    ref = client.document(op.path)
+    if isinstance(op, CreateDocumentOp):
+        batch.create(ref, _to_firestore(op.fields, client))
+        return
+    assert isinstance(op, FillFieldsOp)
+    if op.update_time is None:
+        raise SourceError(f"{op.path}: the plan has no update time for this document; re-run plan "
+                          "against the live source")
+    changes = {FieldPath(fill.field).to_api_repr(): _to_firestore(fill.value, client) for fill in op.fills}
+    if op.transition:
+        changes[FieldPath(op.transition.field).to_api_repr()] = op.transition.to
+    batch.update(ref, changes, option=client.write_option(last_update_time=op.update_time))
+
+
+def _plain_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                    value.microsecond, tzinfo=UTC)
+
+
+def _from_firestore(value: Any) -> Any:
+    """The client's Python values → this tool's values (plain types, Reference, GeoPoint)."""
+    from google.cloud.firestore_v1 import DocumentReference
+    from google.cloud.firestore_v1._helpers import GeoPoint as FirestoreGeoPoint
+
+    if isinstance(value, dict):
+        return {key: _from_firestore(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_firestore(item) for item in value]
+    if isinstance(value, datetime):
+        return _plain_datetime(value)
+    if isinstance(value, DocumentReference):
+        return Reference(value.path)
+    if isinstance(value, FirestoreGeoPoint):
+        return GeoPoint(value.latitude, value.longitude)
+    return value
+
+
+def _to_firestore(value: Any, client: Any) -> Any:
+    from google.cloud.firestore_v1._helpers import GeoPoint as FirestoreGeoPoint
+
+    if isinstance(value, dict):
+        return {key: _to_firestore(item, client) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_firestore(item, client) for item in value]
+    if isinstance(value, Reference):
+        return client.document(value.path)
+    if isinstance(value, GeoPoint):
+        return FirestoreGeoPoint(value.latitude, value.longitude)
+    return value
+
+
+class _RateLimiter:
+    """Writes per second: none (emulator), a fixed cap, or the 500/50/5 ramp."""
+
+    START, GROWTH, PERIOD = 500.0, 1.5, 300.0
+
+    def __init__(self, mode: str | None, fixed: float | None) -> None:
+        self.fixed = fixed
+        self.ramp = mode == "ramp" and fixed is None
+        self.started = time.monotonic()
+        self.next_free = self.started
+
+    def rate(self, now: float) -> float | None:
+        if self.fixed:
+            return self.fixed
+        if self.ramp:
+            return self.START * self.GROWTH ** int((now - self.started) // self.PERIOD)
+        return None
+
+    def wait(self, writes: int) -> None:
+        now = time.monotonic()
+        rate = self.rate(now)
+        if rate is None:
+            return
+        if self.next_free > now:
+            time.sleep(self.next_free - now)
+            now = self.next_free
+        self.next_free = now + writes / rate
