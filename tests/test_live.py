@@ -428,3 +428,14 @@ def test_bad_specs_and_plans_write_nothing_to_a_live_database(live, tmp_path):
     assert run.returncode == 1 and "not valid JSON" in run.stderr
     assert reconcile("plan", "--spec", CHECKINS, "--source", "firestore://").returncode == 1
     assert live.dump() == before
+
+
+def test_progress_is_plain_lines_on_stderr_when_piped_and_silent_with_quiet(live):
+    live.load(demo_state())
+    piped = reconcile("plan", "--spec", CHECKINS, "--source", live.source)
+    assert "read check_in_assignments: 45 in " in piped.stderr
+    assert "reconcile: planned 109 documents in " in piped.stderr
+    assert "Plan: 379 to create" in piped.stdout and "read check_in_assignments" not in piped.stdout
+    quiet = reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--quiet")
+    assert quiet.stderr == "" and quiet.stdout == piped.stdout.replace(piped.stdout.splitlines()[0],
+                                                                        quiet.stdout.splitlines()[0])
