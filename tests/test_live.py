@@ -88,7 +88,11 @@ def assert_nothing_lost(before: State, after: State, app_values: dict | None = N
                     continue
                 assert same(new.get(field), value), (old.path, field, value, new.get(field))
     for (path, field), value in (app_values or {}).items():
-        assert same(after.find(path).get(field), value), f"{path}.{field} written by the app was overwritten"
+        now = after.find(path).get(field)
+        # A later run, reading the app's "pending" afresh, may link the assignment: rule 7's move.
+        linked_later = field == "status" and value in ("pending", "overdue") and now == "completed" \
+            and not is_empty(after.find(path).get("responseId"))
+        assert same(now, value) or linked_later, f"{path}.{field} written by the app was overwritten"
 
 
 def members_per_week(state: State) -> dict[tuple, int]:
