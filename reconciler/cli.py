@@ -7,6 +7,7 @@ traceback only with ``--debug``). Nothing here computes a plan or touches a stor
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ import click
 from reconciler import __version__, commands, progress
 from reconciler.errors import ApplyRefused, ReconcileError
 from reconciler.journal import DEFAULT_DIRECTORY
-from reconciler.plan import dumps_plan
+from reconciler.plan import plan_bytes
 from reconciler.render import render_audit, render_plan, render_verification
 from reconciler.snapshot import write_atomically
 
@@ -146,10 +147,16 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
     """
     run = _Run(quiet)
     planned = commands.plan(spec_path, source, run.options)
+    saved = plan_bytes(planned.plan) if out or fmt == "json" else b""
     if out:
-        write_atomically(Path(out), dumps_plan(planned.plan))
+        write_atomically(Path(out), saved)
     run.finish(f"planned {_documents(planned.state)} documents")
-    _echo(render_plan(planned.plan, fmt))
+    if fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
+        sys.stdout.flush()
+        sys.stdout.buffer.write(saved)
+        sys.stdout.buffer.flush()
+    else:
+        _echo(render_plan(planned.plan, fmt))
     if out and fmt != "json":
         click.echo(f"Saved the plan to {out}; apply it with: reconcile apply {out}")
     if detailed_exitcode and planned.plan.summary.changes:
@@ -195,7 +202,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        planned = commands.plan(spec_path, source, run.options)
+        planned = commands.plan(spec_path, source, run.options, whole=True)
         _echo(render_plan(planned.plan, fmt))
         if not planned.plan.ops:
             click.echo("Nothing to apply.")
@@ -282,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run, and turn every failure into one sentence and exit code 1."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    # A run is a batch job that builds millions of long-lived objects with no reference cycles;
+    # the cyclic collector would traverse them again and again (a third of a million-document
+    # plan). Reference counting still frees everything; the process ends with the run.
+    gc.disable()
     try:
         cli.main(args=args, prog_name="reconcile", standalone_mode=False)
     except _Exit as stop:

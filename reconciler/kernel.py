@@ -58,19 +58,25 @@ class Outcome:
     findings: tuple[Finding, ...]
 
 
-def valid_key_value(value: Any) -> bool:
-    """A series key part is a non-empty string or an integer."""
-    return (isinstance(value, str) and value != "") or is_int(value)
+def key_part(value: Any) -> tuple[bool, Any] | None:
+    """A series key part is a non-empty string or an integer. Returns a hashable, type-exact form
+    (so 7 and "7" are different series), or None when the value cannot be a key part."""
+    kind = type(value)
+    if kind is str:
+        return (False, value) if value else None
+    if kind is int:
+        return (True, value)
+    return None
 
 
 def member_week(spec: Spec, doc: Document) -> int | None | str:
     """Rule 1: the member's week; None when the document is not recurring; "invalid" when it says it
     is recurring but its week field holds something that is not an integer."""
     rule = spec.series
-    week = doc.get(rule.week_field)
-    if is_int(week):
+    week = doc.fields.get(rule.week_field, MISSING)
+    if type(week) is int:
         return week
-    if rule.recurring_flag is not None and doc.get(rule.recurring_flag) is True:
+    if rule.recurring_flag is not None and doc.fields.get(rule.recurring_flag) is True:
         return 1 if is_empty(week) else "invalid"
     return None
 
@@ -85,50 +91,59 @@ def _plain(value: Any) -> str:
 
 def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Finding]]:
     """Read each collection once and split it by series key. Returns the series and the findings
-    about documents that belong to no series."""
+    about documents that belong to no series. Order inside a series is not meaningful."""
     rule = spec.series
     findings: list[Finding] = []
-    members: dict[tuple[str, ...], list[Member]] = {}
-    keys: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    members: dict[tuple[Any, ...], list[Member]] = {}
+    keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    key_names = rule.key
     for doc in state.documents(rule.collection).values():
-        week = member_week(spec, doc)
-        if week is None:
-            continue
-        key = tuple(doc.get(name) for name in rule.key)
+        fields = doc.fields
+        week = fields.get(rule.week_field, MISSING)
+        if type(week) is not int:  # the common case inline; member_week() says the rest
+            week = member_week(spec, doc)
+            if week is None:
+                continue
+        key = tuple([fields.get(name, MISSING) for name in key_names])
         if week == "invalid":
             findings.append(Finding(
                 code="assignment.week_invalid", path=doc.path, series="",
                 message=f"is recurring but {rule.week_field} is {show(doc.get(rule.week_field))}, "
                         "not an integer week; left untouched"))
             continue
-        if not all(valid_key_value(part) for part in key):
+        canon = tuple([key_part(part) for part in key])
+        if None in canon:
             findings.append(Finding(
                 code="assignment.key_invalid", path=doc.path, series="",
                 message=f"is recurring but its series key ({_key_text(rule.key, key)}) is not "
                         "made of non-empty strings or integers; left untouched"))
             continue
-        canon = tuple(canonical(part) for part in key)
-        keys[canon] = key
-        members.setdefault(canon, []).append(Member(doc, week))
+        found = members.get(canon)
+        if found is None:
+            found = members[canon] = []
+            keys[canon] = key
+        found.append(Member(doc, week))
 
-    responses: dict[tuple[str, ...], list[Document]] = {}
+    responses: dict[tuple[Any, ...], list[Document]] = {}
     link = spec.link
     if link is not None:
+        response_key = [name for name, _ in link.key]
         for doc in state.documents(link.collection).values():
-            if not is_int(doc.get(link.week_field)):
+            fields = doc.fields
+            if type(fields.get(link.week_field)) is not int:
                 findings.append(Finding(
                     code="response.week_invalid", path=doc.path, series="",
                     message=f"has no integer {link.week_field} "
                             f"({show(doc.get(link.week_field))}); cannot be placed, left untouched"))
                 continue
-            key = tuple(doc.get(name) for name, _ in link.key)
-            if not all(valid_key_value(part) for part in key):
+            key = tuple(fields.get(name, MISSING) for name in response_key)
+            canon = tuple(map(key_part, key))
+            if None in canon:
                 findings.append(Finding(
                     code="response.key_invalid", path=doc.path, series="",
-                    message=f"its series key ({_key_text([n for n, _ in link.key], key)}) is not "
+                    message=f"its series key ({_key_text(response_key, key)}) is not "
                             "made of non-empty strings or integers; left untouched"))
                 continue
-            canon = tuple(canonical(part) for part in key)
             if canon not in members:
                 findings.append(Finding(
                     code="response.series_missing", path=doc.path,
@@ -138,9 +153,8 @@ def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Find
             responses.setdefault(canon, []).append(doc)
 
     series = [
-        SeriesInput(key=keys[canon], label=series_label(spec, keys[canon]),
-                    members=tuple(sorted(found, key=lambda m: m.doc.id)),
-                    responses=tuple(sorted(responses.get(canon, ()), key=lambda d: d.id)))
+        SeriesInput(key=keys[canon], label=series_label(spec, keys[canon]), members=tuple(found),
+                    responses=tuple(responses.get(canon, ())))
         for canon, found in sorted(members.items())
     ]
     return series, findings
@@ -157,6 +171,54 @@ def new_week_id(spec: Spec, key: Iterable[Any], week: int) -> str:
                                                      zip(spec.series.key, key, strict=True)]],
                           separators=(",", ":"))
     return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-w{week:03d}"
+
+
+# -- what a plan needs to read ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """The fields a plan reads, per collection. A document that may be a base is needed whole (its
+    fields are copied into new weeks); every other document only for these fields. A collection
+    absent here is needed whole; an empty set means its documents are only counted."""
+
+    fields: dict[str, frozenset[str]]
+    week_field: str
+    recurring_flag: str | None
+    series_collection: str
+
+    def whole(self, collection: str, fields: dict[str, Any]) -> bool:
+        if collection != self.series_collection:
+            return False
+        week = fields.get(self.week_field)
+        if type(week) is int:
+            return week == 1
+        return self.recurring_flag is not None and fields.get(self.recurring_flag) is True
+
+    def select(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """The part of a document's fields a plan needs (its JSON form or its values alike)."""
+        needed = self.fields.get(collection)
+        if needed is None or self.whole(collection, fields):
+            return fields
+        return {name: value for name, value in fields.items() if name in needed}
+
+
+def projection(spec: Spec) -> Projection:
+    series, cadence, link = spec.series, spec.cadence, spec.link
+    fills = dict(spec.fills.fields)
+    members = {*series.key, series.week_field, cadence.field, *fills.get(series.collection, ())}
+    members |= {name for name in (series.recurring_flag, series.length_field) if name}
+    needed = {name: frozenset() for name in spec.reference}
+    if link is not None:
+        members |= {link.member_ref, *(member for member, _ in link.copy)}
+        if link.status is not None:
+            members.add(link.status.field)
+        needed[link.collection] = frozenset({
+            *(name for name, _ in link.key), link.week_field, link.order_by, link.response_ref,
+            *(source for _, source in link.copy), *fills.get(link.collection, ())})
+    needed[series.collection] = frozenset(members)
+    return Projection(fields=needed, week_field=series.week_field, recurring_flag=series.recurring_flag,
+                      series_collection=series.collection)
 
 
 # -- the per-series kernel ---------------------------------------------------------------------------
@@ -232,10 +294,8 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
 
     base = next(m.doc for m in series.members if m.week == 1)
     length = _length(spec, base, report)
-    start: datetime = base.get(cadence.field)
-
-    def due(week: int) -> datetime:
-        return start + timedelta(days=cadence.every_days * (week - 1))
+    start: datetime = base.fields[cadence.field]
+    step = timedelta(days=cadence.every_days)
 
     weeks: dict[int, list[Document]] = {}
     for member in series.members:
@@ -244,44 +304,42 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
         else:
             report("assignment.week_out_of_range", member.doc.path,
                    f"week {member.week} is outside 1..{length}; left untouched")
-    for week, docs in sorted(weeks.items()):
+    for week, docs in weeks.items():
         for doc in docs:
-            _check_due(spec, doc, week, due(week), report)
+            _check_due(spec, doc, week, start + step * (week - 1), report)
         if len(docs) > 1:
+            docs.sort(key=lambda d: d.id)
             report("series.week_duplicate", docs[0].path,
                    f"week {week} has {len(docs)} members ({', '.join(d.path for d in docs)}); "
                    "no links are made into it")
 
     drafts: dict[str, _Draft] = {}
-
-    def draft_of(doc: Document) -> _Draft:
-        return drafts.setdefault(doc.path, _Draft(spec, doc.path, doc))
-
     if rule.fill_base_week and is_empty(base.get(rule.week_field)):
-        draft_of(base).fill(rule.week_field, 1, f"{rule.id}.{ACTION_BASE_WEEK}")
+        drafts[base.path] = _Draft(spec, base.path, base)
+        drafts[base.path].fill(rule.week_field, 1, f"{rule.id}.{ACTION_BASE_WEEK}")
 
-    targets: dict[int, _Draft | None] = {}  # None: the week has no single target
+    # A week's target: its one member (a draft is made only if it changes), a new week's draft,
+    # or None when the week has no single target.
+    targets: dict[int, Document | _Draft | None] = {}
     for week in range(1, length + 1):
-        docs = weeks.get(week, [])
-        if len(docs) == 1:
-            targets[week] = draft_of(docs[0])
-        elif len(docs) > 1:
+        docs = weeks.get(week)
+        if docs:
+            targets[week] = docs[0] if len(docs) == 1 else None
+            continue
+        doc_id = new_week_id(spec, series.key, week)
+        path = f"{rule.collection}/{doc_id}"
+        if doc_id in taken_ids:
+            report("assignment.id_taken", path,
+                   f"week {week} is missing but its ID is used by a document that is not this "
+                   "week's member; not created")
             targets[week] = None
-        else:
-            doc_id = new_week_id(spec, series.key, week)
-            path = f"{rule.collection}/{doc_id}"
-            if doc_id in taken_ids:
-                report("assignment.id_taken", path,
-                       f"week {week} is missing but its ID is used by a document that is not this "
-                       "week's member; not created")
-                targets[week] = None
-                continue
-            fields = _new_week_fields(spec, base, week, due(week))
-            targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields,
-                                                  rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
+            continue
+        fields = _new_week_fields(spec, base, week, start + step * (week - 1))
+        targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields,
+                                              rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
     if spec.link is not None:
-        _link_series(spec, series, length, targets, draft_of, report)
+        _Links(spec, drafts, report).series(series, length, targets)
 
     ops = tuple(op for op in (d.op() for d in drafts.values()) if op is not None)
     return Outcome(ops, tuple(findings))
@@ -289,9 +347,9 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
 
 def _unusable_base(spec: Spec, series: SeriesInput) -> tuple[str, str, str] | None:
     """Rule 2: exactly one base with a timestamp in the cadence field, or why the series is unusable."""
-    bases = [m.doc for m in series.members if m.week == 1]
-    first = series.members[0].doc.path
+    bases = sorted((m.doc for m in series.members if m.week == 1), key=lambda d: d.id)
     if not bases:
+        first = min(m.doc.path for m in series.members)
         return ("series.base_missing", first,
                 f"has {len(series.members)} member(s) but no week-1 base; series left untouched")
     if len(bases) > 1:
@@ -324,11 +382,13 @@ def _length(spec: Spec, base: Document, report) -> int:
 def _check_due(spec: Spec, doc: Document, week: int, expected: datetime, report) -> None:
     """Rule 6: a member's date is checked, never corrected."""
     name = spec.cadence.field
-    value = doc.get(name)
+    value = doc.fields.get(name, MISSING)
+    if value == expected and is_timestamp(value):
+        return
     if not is_timestamp(value):
         report("assignment.due_invalid", doc.path,
                f"week {week}'s {name} is {show(value)}, not a timestamp; left as it is")
-    elif value != expected:
+    else:
         report("assignment.due_mismatch", doc.path,
                f"week {week}'s {name} is {show(value)}, the cadence says {show(expected)}; "
                "left as it is")
@@ -349,101 +409,112 @@ def _new_week_fields(spec: Spec, base: Document, week: int, due: datetime) -> di
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
-def _link_series(spec: Spec, series: SeriesInput, length: int, targets: dict[int, _Draft | None],
-                 draft_of, report) -> None:
-    """Rule 7, slot by slot."""
-    link = spec.link
-    assert link is not None
-    slots: dict[int, list[Document]] = {}
-    for response in series.responses:
-        week = response.get(link.week_field)
-        if 1 <= week <= length:
-            slots.setdefault(week, []).append(response)
-        else:
-            report("response.week_out_of_range", response.path,
-                   f"week {week} is outside the series' 1..{length}; left untouched")
+class _Links:
+    """Rule 7 for one series, slot by slot. Reads targets through the run's drafts, so a change
+    made earlier in the run (a base's week) is seen, and every document is written once."""
 
-    for week, target in sorted(targets.items(), key=lambda item: item[0]):
-        responses = slots.get(week, [])
-        if target is None:
-            for response in responses:
-                report("response.slot_blocked", response.path,
-                       f"week {week} has no single assignment to link to; left untouched")
-            continue
-        _link_slot(spec, week, target, responses, draft_of, report)
+    def __init__(self, spec: Spec, drafts: dict[str, _Draft], report) -> None:
+        assert spec.link is not None
+        self.spec, self.link, self.drafts, self.report = spec, spec.link, drafts, report
 
+    def read(self, target: Document | _Draft, name: str) -> Any:
+        if isinstance(target, _Draft):
+            return target.current(name)
+        draft = self.drafts.get(target.path)
+        return draft.current(name) if draft else target.fields.get(name, MISSING)
 
-def _link_slot(spec: Spec, week: int, target: _Draft, responses: list[Document], draft_of,
-               report) -> None:
-    link = spec.link
-    assert link is not None
-    target_id = target.path.partition("/")[2]
-    usable: list[Document] = []
-    for response in responses:
-        ref = response.get(link.response_ref)
-        if is_empty(ref) or ref == target_id:
-            usable.append(response)
-        else:
-            report("response.link_conflict", response.path,
-                   f"its {link.response_ref} names {show(ref)}, not week {week}'s assignment "
-                   f"{target.path}; left untouched")
+    def draft(self, target: Document | _Draft) -> _Draft:
+        if isinstance(target, _Draft):
+            return target
+        draft = self.drafts.get(target.path)
+        if draft is None:
+            draft = self.drafts[target.path] = _Draft(self.spec, target.path, target)
+        return draft
 
-    linked = target.current(link.member_ref)
-    if not is_empty(linked):
-        by_id = {r.id: r for r in responses}
-        partner = by_id.get(linked) if isinstance(linked, str) else None
-        if partner is None:
-            report("assignment.response_foreign", target.path,
-                   f"its {link.member_ref} names {show(linked)}, which is not a response of week "
-                   f"{week} of this series; left as it is")
-        elif is_empty(partner.get(link.response_ref)):
-            draft_of(partner).fill(link.response_ref, target_id, f"{link.id}.{ACTION_HALF_LINK}")
+    def series(self, series: SeriesInput, length: int, targets: dict[int, Document | _Draft | None]) -> None:
+        slots: dict[int, list[Document]] = {}
+        for response in series.responses:
+            week = response.fields[self.link.week_field]
+            if 1 <= week <= length:
+                slots.setdefault(week, []).append(response)
+            else:
+                self.report("response.week_out_of_range", response.path,
+                            f"week {week} is outside the series' 1..{length}; left untouched")
+        for week, target in targets.items():
+            responses = slots.get(week, ())
+            if target is None:
+                for response in responses:
+                    self.report("response.slot_blocked", response.path,
+                                f"week {week} has no single assignment to link to; left untouched")
+            elif responses or not is_empty(self.read(target, self.link.member_ref)):
+                self.slot(week, target, responses)
+
+    def slot(self, week: int, target: Document | _Draft, responses) -> None:
+        link, report = self.link, self.report
+        target_id = target.path.partition("/")[2]
+        usable: list[Document] = []
+        for response in responses:
+            ref = response.fields.get(link.response_ref, MISSING)
+            if is_empty(ref) or ref == target_id:
+                usable.append(response)
+            else:
+                report("response.link_conflict", response.path,
+                       f"its {link.response_ref} names {show(ref)}, not week {week}'s assignment "
+                       f"{target.path}; left untouched")
+
+        linked = self.read(target, link.member_ref)
+        if not is_empty(linked):
+            partner = next((r for r in responses if r.id == linked), None)
+            if partner is None:
+                report("assignment.response_foreign", target.path,
+                       f"its {link.member_ref} names {show(linked)}, which is not a response of week "
+                       f"{week} of this series; left as it is")
+            elif is_empty(partner.get(link.response_ref)):
+                self.draft(partner).fill(link.response_ref, target_id, f"{link.id}.{ACTION_HALF_LINK}")
+            for response in usable:
+                if response is not partner:
+                    report("response.duplicate", response.path,
+                           f"week {week}'s assignment {target.path} is already linked to "
+                           f"{show(linked)}; left untouched")
+            return
+
+        if not usable:
+            return
+
+        def rank(response: Document) -> tuple[bool, bool, datetime, str]:
+            submitted = response.fields.get(link.order_by, MISSING)
+            stamped = is_timestamp(submitted)
+            return (response.fields.get(link.response_ref) == target_id, stamped,
+                    submitted if stamped else _OLDEST, response.id)
+
+        winner = max(usable, key=rank)
         for response in usable:
-            if response is not partner:
+            if response is not winner:
                 report("response.duplicate", response.path,
-                       f"week {week}'s assignment {target.path} is already linked to "
-                       f"{show(linked)}; left untouched")
-        return
+                       f"week {week} has several responses; {winner.path} is linked (most recent), "
+                       "this one is left untouched")
+        self.pair(self.draft(target), winner)
 
-    if not usable:
-        return
-
-    def rank(response: Document) -> tuple[bool, bool, datetime, str]:
-        submitted = response.get(link.order_by)
-        stamped = is_timestamp(submitted)
-        return (response.get(link.response_ref) == target_id, stamped,
-                submitted if stamped else _OLDEST, response.id)
-
-    winner = max(usable, key=rank)
-    for response in usable:
-        if response is not winner:
-            report("response.duplicate", response.path,
-                   f"week {week} has several responses; {winner.path} is linked (most recent), "
-                   "this one is left untouched")
-    _pair(spec, target, winner, draft_of)
-
-
-def _pair(spec: Spec, target: _Draft, response: Document, draft_of) -> None:
-    """Link both ways: the target's ref, status, copies; the response's ref. One atomic group."""
-    link = spec.link
-    assert link is not None
-    rule = f"{link.id}.{ACTION_PAIR}"
-    target.group = target.path
-    target.fill(link.member_ref, response.id, rule)
-    if link.status is not None:
-        status = target.current(link.status.field)
-        if is_empty(status):
-            target.fill(link.status.field, link.status.to, rule)
-        elif isinstance(status, str) and status in link.status.from_values:
-            target.advance(link.status.field, status, link.status.to, rule)
-    for member_field, response_field in link.copy:
-        value = response.get(response_field)
-        if is_empty(target.current(member_field)) and not is_empty(value):
-            target.fill(member_field, value, rule)
-    if is_empty(response.get(link.response_ref)):
-        side = draft_of(response)
-        side.group = target.path
-        side.fill(link.response_ref, target.path.partition("/")[2], rule)
+    def pair(self, target: _Draft, response: Document) -> None:
+        """Link both ways: the target's ref, status, copies; the response's ref. One atomic group."""
+        link = self.link
+        rule = f"{link.id}.{ACTION_PAIR}"
+        target.group = target.path
+        target.fill(link.member_ref, response.id, rule)
+        if link.status is not None:
+            status = target.current(link.status.field)
+            if is_empty(status):
+                target.fill(link.status.field, link.status.to, rule)
+            elif isinstance(status, str) and status in link.status.from_values:
+                target.advance(link.status.field, status, link.status.to, rule)
+        for member_field, response_field in link.copy:
+            value = response.get(response_field)
+            if is_empty(target.current(member_field)) and not is_empty(value):
+                target.fill(member_field, value, rule)
+        if is_empty(response.get(link.response_ref)):
+            side = self.draft(response)
+            side.group = target.path
+            side.fill(link.response_ref, target.path.partition("/")[2], rule)
 
 
 # -- the whole state ---------------------------------------------------------------------------------

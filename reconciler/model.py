@@ -8,6 +8,7 @@ type for a delete or for overwriting a value, so no plan can hold one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,7 +80,16 @@ class FillsRule:
     fields: tuple[tuple[str, tuple[str, ...]], ...]
 
     def allows(self, collection: str, name: str) -> bool:
-        return any(coll == collection and name in names for coll, names in self.fields)
+        return (collection, name) in self._allowed
+
+    @property
+    def _allowed(self) -> frozenset[tuple[str, str]]:
+        return _allowed_pairs(self.fields)
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_pairs(fields: tuple[tuple[str, tuple[str, ...]], ...]) -> frozenset[tuple[str, str]]:
+    return frozenset((collection, name) for collection, names in fields for name in names)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

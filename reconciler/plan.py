@@ -7,9 +7,10 @@ findings and the summary. Encoding is deterministic: the same plan gives the sam
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from reconciler.errors import PlanFileError
 from reconciler.kernel import reconcile
@@ -77,9 +78,13 @@ def _encode_empty(value: Any) -> Any:
     return {"$missing": True} if value is MISSING else value
 
 
+def plan_bytes(plan: Plan) -> bytes:
+    """The plan file's exact bytes (UTF-8): write these, rather than text, for a large plan."""
+    return orjson.dumps(plan_to_data(plan), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+
+
 def dumps_plan(plan: Plan) -> str:
-    return json.dumps(plan_to_data(plan), sort_keys=True, indent=2, ensure_ascii=False,
-                      allow_nan=False) + "\n"
+    return plan_bytes(plan).decode("utf-8")
 
 
 # -- decoding ----------------------------------------------------------------------------------------
@@ -87,8 +92,8 @@ def dumps_plan(plan: Plan) -> str:
 
 def loads_plan(text: str, where: str) -> Plan:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
         raise PlanFileError(f"{where}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); "
                             "is this a file written by `reconcile plan --out`?") from error
     if not isinstance(data, dict) or data.get("format") != FORMAT:

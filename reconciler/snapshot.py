@@ -9,26 +9,30 @@ the file atomically (temporary file, fsync, rename), so a crash leaves the old f
      "collections": {"<collection>": {"<document id>": {"update_time": {...}, "fields": {...}}}}}
 
 Field values use the exact JSON form of ``values``. Readers ignore unknown keys and refuse an
-unknown major version.
+unknown major version. The writer puts one document per line, which lets the reader stream a large
+file instead of holding its whole parse in memory; any other layout of the same JSON is read too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import orjson
 
 from reconciler.errors import FormatVersionError, SourceError
+from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
-from reconciler.values import decode, decode_fields, encode, encode_fields
+from reconciler.values import DecodeError, decode, decode_map, encode, encode_fields
 
 FORMAT = "reconcile-snapshot"
 FORMAT_VERSION = "1.0"
+_COLLECTIONS_OPEN = b'"collections":{'
 
 
 def check_format_version(data: dict[str, Any], where: str, expected_format: str, supported: str) -> None:
@@ -43,37 +47,94 @@ def check_format_version(data: dict[str, Any], where: str, expected_format: str,
             f"{supported.split('.')[0]}.x); upgrade checkin-reconciler or re-export the file")
 
 
-def read_json(path: Path, what: str) -> Any:
+def loads_json(raw: bytes | str, where: str) -> Any:
     try:
-        text = path.read_text("utf-8")
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise SourceError(f"{where}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from error
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def read_snapshot(path: Path, collections: Iterable[str] | None = None,
+                  projection: Projection | None = None) -> State:
+    """Read a snapshot file (only ``collections`` when given, only the fields ``projection`` keeps
+    when given): streamed line by line when it has the writer's layout, else parsed whole. Errors
+    name the file and the line or the document."""
+    where = str(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
-        raise SourceError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SourceError(f"{path}: cannot read the {what} file ({error})") from error
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SourceError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from error
+        raise SourceError(f"{path}: snapshot file not found") from None
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read the snapshot file ({error.strerror})") from error
+    wanted = None if collections is None else set(collections)
+    with handle:
+        first = handle.readline()
+        if not first.rstrip().endswith(_COLLECTIONS_OPEN):
+            return decode_snapshot(loads_json(first + handle.read(), where), where, wanted, projection)
+        header = loads_json(first.rstrip() + b"}}", f"{where}:1")
+        check_format_version(header, where, FORMAT, FORMAT_VERSION)
+        try:
+            read_time = decode(header.get("read_time"), "read_time")
+            docs = _stream_documents(handle, where, wanted, projection)
+        except ValueError as error:
+            raise SourceError(f"{where}: {error}") from error
+    return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
+                 collections=docs)
 
 
-def decode_snapshot(data: Any, where: str) -> State:
+def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
+                    projection: Projection | None = None) -> State:
+    """A whole parsed snapshot (any layout) → State."""
     if not isinstance(data, dict):
         raise SourceError(f"{where}: a snapshot must be a JSON object")
     check_format_version(data, where, FORMAT, FORMAT_VERSION)
     collections_data = data.get("collections")
     if not isinstance(collections_data, dict):
         raise SourceError(f"{where}: 'collections' must be an object of collection → documents")
+    strings: dict[str, str] = {}
     try:
         read_time = decode(data.get("read_time"), "read_time")
-        collections = {
-            name: {doc_id: _decode_document(name, doc_id, raw, where)
+        decoded = {
+            name: {doc_id: _decode_document(name, doc_id, raw, strings, projection)
                    for doc_id, raw in _object(docs, f"collections.{name}").items()}
-            for name, docs in collections_data.items()
+            for name, docs in collections_data.items() if wanted is None or name in wanted
         }
     except ValueError as error:
         raise SourceError(f"{where}: {error}") from error
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
-                 collections=collections)
+                 collections=decoded)
+
+
+def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
+                      projection: Projection | None) -> dict[str, dict[str, Document]]:
+    """The lines after the header: ``"name":{``, then ``"id":{...},`` per document, then ``},``."""
+    collections: dict[str, dict[str, Document]] = {}
+    strings: dict[str, str] = {}
+    current: dict[str, Document] | None = None
+    keep = True
+    name = ""
+    for number, line in enumerate(handle, start=2):
+        line = line.rstrip()
+        if current is None:
+            if line == b"}}":
+                return collections
+            if not line.endswith(b":{"):
+                raise SourceError(f"{where}:{number}: expected a collection name, found {line[:40]!r}")
+            name = loads_json(line[:-2], f"{where}:{number}")
+            keep = wanted is None or name in wanted
+            current = collections.setdefault(name, {}) if keep else {}
+            continue
+        if line in (b"}", b"},"):
+            current = None
+            continue
+        if keep:
+            entry = loads_json(b"{" + line.rstrip(b",") + b"}", f"{where}:{number}")
+            for doc_id, raw in entry.items():
+                current[doc_id] = _decode_document(name, doc_id, raw, strings, projection)
+    raise SourceError(f"{where}: the file ends in the middle of the collections; it is truncated")
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -82,39 +143,64 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _decode_document(collection: str, doc_id: str, raw: Any, where: str) -> Document:
-    place = f"collections.{collection}.{doc_id}"
-    raw = _object(raw, place)
-    if not doc_id or "/" in doc_id:
+def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, str],
+                     projection: Projection | None = None) -> Document:
+    """One document. Places for messages are built only when something is wrong: this runs once
+    per document of a snapshot."""
+    if type(raw) is not dict or not doc_id or "/" in doc_id:
+        place = f"collections.{collection}.{doc_id}"
+        _object(raw, place)
         raise ValueError(f"{place}: {doc_id!r} is not a valid document ID")
-    update_time = decode(raw.get("update_time"), f"{place}.update_time")
-    if update_time is not None and not isinstance(update_time, datetime):
-        raise ValueError(f"{place}.update_time must be a timestamp")
-    return Document(collection, doc_id, decode_fields(raw.get("fields", {}), f"{place}.fields"),
-                    update_time)
+    update_time = raw.get("update_time")
+    if update_time is not None:
+        try:
+            update_time = decode_map({"update_time": update_time})["update_time"]
+        except DecodeError as error:
+            raise error.at(f"collections.{collection}.{doc_id}") from None
+        if not isinstance(update_time, datetime):
+            raise ValueError(f"collections.{collection}.{doc_id}.update_time must be a timestamp")
+    fields = raw.get("fields", {})
+    if type(fields) is not dict:
+        raise ValueError(f"collections.{collection}.{doc_id}.fields must be an object")
+    if projection is not None:
+        fields = projection.select(collection, fields)
+    try:
+        return Document(collection, doc_id, decode_map(fields, strings), update_time)
+    except DecodeError as error:
+        raise error.at(f"collections.{collection}.{doc_id}.fields") from None
 
 
-def encode_snapshot(state: State) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "source": state.source,
-        "read_time": encode(state.read_time),
-        "collections": {
-            name: {doc.id: {"update_time": encode(doc.update_time), "fields": encode_fields(doc.fields)}
-                   for doc in sorted(docs.values(), key=lambda d: d.id)}
-            for name, docs in sorted(state.collections.items())
-        },
-    }
+# -- writing -----------------------------------------------------------------------------------------
+
+
+def snapshot_bytes(state: State) -> bytes:
+    """The writer's layout: a header line, then one line per collection name and per document."""
+    return b"".join(_snapshot_lines(state))
 
 
 def dumps_snapshot(state: State) -> str:
-    return json.dumps(encode_snapshot(state), sort_keys=True, indent=1, ensure_ascii=False,
-                      allow_nan=False) + "\n"
+    return snapshot_bytes(state).decode("utf-8")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: readers see the old file or the new one, never a part."""
+def _snapshot_lines(state: State) -> Iterator[bytes]:
+    header = orjson.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "source": state.source,
+                           "read_time": encode(state.read_time)}, option=orjson.OPT_SORT_KEYS)
+    yield header[:-1] + b"," + _COLLECTIONS_OPEN + b"\n"
+    names = sorted(state.collections)
+    for index, name in enumerate(names):
+        yield orjson.dumps(name) + b":{\n"
+        docs = sorted(state.collections[name].values(), key=lambda d: d.id)
+        for number, doc in enumerate(docs):
+            line = orjson.dumps({doc.id: {"update_time": encode(doc.update_time),
+                                          "fields": encode_fields(doc.fields)}},
+                                option=orjson.OPT_SORT_KEYS)
+            yield line[1:-1] + (b",\n" if number < len(docs) - 1 else b"\n")
+        yield b"},\n" if index < len(names) - 1 else b"}\n"
+    yield b"}}\n"
+
+
+def write_atomically(path: Path, content: bytes | str) -> None:
+    """Replace ``path`` with ``content``: readers see the old file or the new one, never a part."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -122,8 +208,8 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as error:
         raise SourceError(f"{path}: cannot write next to the file ({error.strerror})") from error
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -142,21 +228,17 @@ class SnapshotStore:
         self.path = Path(path)
         self.source = str(path)
 
-    def read(self, collections: Iterable[str] | None = None) -> State:
-        state = decode_snapshot(read_json(self.path, "snapshot"), self.source)
-        if collections is None:
-            return state
-        wanted = set(collections)
-        return replace(state, collections={k: v for k, v in state.collections.items() if k in wanted})
+    def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None) -> State:
+        return replace(read_snapshot(self.path, collections, projection), source=self.source)
 
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
         whole apply is one commit."""
-        state = decode_snapshot(read_json(self.path, "snapshot"), self.source)
+        state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
-            write_atomically(self.path, dumps_snapshot(new_state))
+            write_atomically(self.path, snapshot_bytes(new_state))
         if journal:
             journal.after_commit(number, results)
         return results

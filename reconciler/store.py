@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from reconciler.errors import SourceError
+from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.progress import Progress, Silent
 from reconciler.values import GeoPoint, Reference
@@ -117,19 +118,28 @@ class FirestoreStore:
         snapshot = self._call("reading the server time", lambda: next(iter(client.get_all([ref]))))
         return _plain_datetime(snapshot.read_time)
 
-    def read(self, collections: Iterable[str] | None = None, *, read_time: datetime | None = None) -> State:
-        """Every document of ``collections`` (default: all top-level ones) as of one read time."""
+    def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None, *,
+             read_time: datetime | None = None) -> State:
+        """Every document of ``collections`` (default: all top-level ones) as of one read time;
+        with a projection, only the fields it keeps (possible bases are fetched whole)."""
         client = self.client()
         names = list(collections) if collections is not None else sorted(
             c.id for c in self._call("listing collections", lambda: list(client.collections())))
         if read_time is None:
             read_time = self.server_time(names[0] if names else "reconcile")
-        return State(source=self.source, read_time=read_time,
-                     collections={name: self._read_collection(name, read_time) for name in names})
+        return State(source=self.source, read_time=read_time, collections={
+            name: self._read_collection(name, read_time, projection) for name in names})
 
-    def _read_collection(self, name: str, read_time: datetime) -> dict[str, Document]:
+    def _read_collection(self, name: str, read_time: datetime,
+                         projection: Projection | None) -> dict[str, Document]:
+        from google.cloud.firestore_v1.field_path import FieldPath
+
         client = self.client()
-        query = client.collection(name).order_by("__name__").limit(self.page_size)
+        query = client.collection(name)
+        needed = projection.fields.get(name) if projection else None
+        if needed is not None:
+            query = query.select([FieldPath(field).to_api_repr() for field in sorted(needed)])
+        query = query.order_by("__name__").limit(self.page_size)
         docs: dict[str, Document] = {}
         task = self.progress.task(f"read {name}")
         last = None
@@ -144,6 +154,10 @@ class FirestoreStore:
             if len(page) < self.page_size:
                 break
             last = page[-1]
+        if needed is not None and projection is not None:
+            bases = [doc.path for doc in docs.values() if projection.whole(name, doc.fields)]
+            for start in range(0, len(bases), 300):
+                docs.update((doc.id, doc) for doc in self._current_at(bases[start:start + 300], read_time))
         task.close()
         return docs
 
@@ -219,17 +233,19 @@ class FirestoreStore:
                 for op, reason in zip(group, reasons, strict=True)]
 
     def _current(self, ops: Sequence[Op]) -> dict[str, Document | None]:
-        client = self.client()
-        refs = [client.document(op.path) for op in ops]
-        snapshots = self._call("re-reading refused documents", lambda: list(client.get_all(refs)))
         found: dict[str, Document | None] = {op.path: None for op in ops}
-        for snapshot in snapshots:
-            if snapshot.exists:
-                path = snapshot.reference.path
-                found[path] = Document(path.partition("/")[0], snapshot.id,
-                                       _from_firestore(snapshot.to_dict() or {}),
-                                       _plain_datetime(snapshot.update_time))
+        found.update((doc.path, doc) for doc in self._current_at([op.path for op in ops], None))
         return found
+
+    def _current_at(self, paths: Sequence[str], read_time: datetime | None) -> list[Document]:
+        """The documents at ``paths`` that exist, whole, now or at ``read_time``."""
+        client = self.client()
+        refs = [client.document(path) for path in paths]
+        snapshots = self._call("reading documents",
+                               lambda: list(client.get_all(refs, read_time=read_time)))
+        return [Document(snapshot.reference.path.partition("/")[0], snapshot.id,
+                         _from_firestore(snapshot.to_dict() or {}), _plain_datetime(snapshot.update_time))
+                for snapshot in snapshots if snapshot.exists]
 
     def create_all(self, state: State) -> None:
         """Load a state with creates only (each document must not exist): for tests and benchmarks."""

@@ -9,7 +9,7 @@ from builders import READ, A, R, checkins
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.kernel import new_week_id
+from reconciler.kernel import new_week_id, projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, State
 from reconciler.plan import build_plan, dumps_plan
 from reconciler.snapshot import apply_groups
@@ -178,3 +178,15 @@ def test_a_stale_plan_skips_whole_links_and_never_overwrites(state, data):
 def canonical_state(state: State) -> str:
     return canonical({name: {d.id: {"f": d.fields, "t": d.update_time} for d in docs.values()}
                       for name, docs in state.collections.items()})
+
+
+@PROPERTY
+@given(states())
+def test_a_plan_from_projected_documents_is_the_plan_from_whole_ones(state):
+    """plan and check read only the fields the rules need (possible bases whole): same plan."""
+    lens = projection(SPEC)
+    projected = State(source=state.source, read_time=state.read_time, collections={
+        name: {doc_id: Document(name, doc_id, lens.select(name, doc.fields), doc.update_time)
+               for doc_id, doc in docs.items()}
+        for name, docs in state.collections.items()})
+    assert dumps_plan(build_plan(SPEC, projected)) == dumps_plan(build_plan(SPEC, state))
