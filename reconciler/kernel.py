@@ -195,12 +195,11 @@ class Projection:
             return week == 1
         return self.recurring_flag is not None and fields.get(self.recurring_flag) is True
 
-    def select(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """The part of a document's fields a plan needs (its JSON form or its values alike)."""
+    def keep(self, collection: str, fields: dict[str, Any]) -> frozenset[str] | None:
+        """The names of the fields a plan needs of this document, or None for all of them. Works
+        on a document's values or on their JSON form alike (only plain values are looked at)."""
         needed = self.fields.get(collection)
-        if needed is None or self.whole(collection, fields):
-            return fields
-        return {name: value for name, value in fields.items() if name in needed}
+        return None if needed is None or self.whole(collection, fields) else needed
 
 
 def projection(spec: Spec) -> Projection:

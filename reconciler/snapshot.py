@@ -28,7 +28,7 @@ import orjson
 from reconciler.errors import FormatVersionError, SourceError
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
-from reconciler.values import DecodeError, decode, decode_map, encode, encode_fields
+from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
 
 FORMAT = "reconcile-snapshot"
 FORMAT_VERSION = "1.0"
@@ -154,18 +154,17 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
     update_time = raw.get("update_time")
     if update_time is not None:
         try:
-            update_time = decode_map({"update_time": update_time})["update_time"]
+            update_time = decode_timestamp(update_time)
         except DecodeError as error:
-            raise error.at(f"collections.{collection}.{doc_id}") from None
+            raise error.at(f"collections.{collection}.{doc_id}.update_time") from None
         if not isinstance(update_time, datetime):
             raise ValueError(f"collections.{collection}.{doc_id}.update_time must be a timestamp")
     fields = raw.get("fields", {})
     if type(fields) is not dict:
         raise ValueError(f"collections.{collection}.{doc_id}.fields must be an object")
-    if projection is not None:
-        fields = projection.select(collection, fields)
+    keep = projection.keep(collection, fields) if projection is not None else None
     try:
-        return Document(collection, doc_id, decode_map(fields, strings), update_time)
+        return Document(collection, doc_id, decode_map(fields, strings, keep), update_time)
     except DecodeError as error:
         raise error.at(f"collections.{collection}.{doc_id}.fields") from None
 

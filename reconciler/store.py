@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from reconciler.values import GeoPoint, Reference
 
 SCHEME = "firestore://"
 DEFAULT_DATABASE = "(default)"
-PAGE_SIZE = 2000
+PAGE_SIZE = 50_000  # documents per stream; the emulator rescans for each cursor, so pages are large
 MAX_BATCH = 500  # Firestore's limit of writes in one commit
 PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read time is the server's now
 TRANSIENT_ATTEMPTS = 5
@@ -134,32 +134,51 @@ class FirestoreStore:
                          projection: Projection | None) -> dict[str, Document]:
         from google.cloud.firestore_v1.field_path import FieldPath
 
-        client = self.client()
-        query = client.collection(name)
+        query = self.client().collection(name)
         needed = projection.fields.get(name) if projection else None
         if needed is not None:
             query = query.select([FieldPath(field).to_api_repr() for field in sorted(needed)])
-        query = query.order_by("__name__").limit(self.page_size)
-        docs: dict[str, Document] = {}
         task = self.progress.task(f"read {name}")
-        last = None
-        while True:
-            page_query = query.start_after(last) if last is not None else query
-            page = self._call(f"reading {name}",
-                              lambda q=page_query: list(q.stream(read_time=read_time)))
-            for snapshot in page:
-                docs[snapshot.id] = Document(name, snapshot.id, _from_firestore(snapshot.to_dict() or {}),
-                                             _plain_datetime(snapshot.update_time))
-            task.advance(len(page))
-            if len(page) < self.page_size:
-                break
-            last = page[-1]
+        docs: dict[str, Document] = {}
+        for snapshot in self._stream(query, read_time, f"reading {name}", task):
+            docs[snapshot.id] = _document(name, snapshot)
         if needed is not None and projection is not None:
             bases = [doc.path for doc in docs.values() if projection.whole(name, doc.fields)]
             for start in range(0, len(bases), 300):
                 docs.update((doc.id, doc) for doc in self._current_at(bases[start:start + 300], read_time))
         task.close()
         return docs
+
+    def _stream(self, query: Any, read_time: datetime, what: str, task: Any) -> Iterator[Any]:
+        """Every document of ``query`` in name order, in pages of ``page_size`` (each one stream),
+        resuming after the last document received when a stream fails for a transient reason."""
+        from google.api_core import exceptions as gexc
+
+        ordered = query.order_by("__name__")
+        last = None
+        failures = 0
+        while True:
+            page = (ordered.start_after(last) if last is not None else ordered).limit(self.page_size)
+            received = 0
+            try:
+                for snapshot in page.stream(read_time=read_time):
+                    last = snapshot
+                    received += 1
+                    if received % 1000 == 0:
+                        task.advance(1000)
+                    yield snapshot
+            except _transient() as error:
+                failures += 1
+                if failures == TRANSIENT_ATTEMPTS:
+                    raise SourceError(f"{self.source}: {what} kept failing ({type(error).__name__}: "
+                                      f"{_first_line(error)}); try again later") from error
+                time.sleep(min(0.5 * 2 ** failures, 8))
+                continue
+            except (gexc.GoogleAPICallError, gexc.RetryError) as error:
+                raise SourceError(f"{self.source}: {what} failed: {_first_line(error)}") from error
+            task.advance(received % 1000)
+            if received < self.page_size:
+                return
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -243,8 +262,7 @@ class FirestoreStore:
         refs = [client.document(path) for path in paths]
         snapshots = self._call("reading documents",
                                lambda: list(client.get_all(refs, read_time=read_time)))
-        return [Document(snapshot.reference.path.partition("/")[0], snapshot.id,
-                         _from_firestore(snapshot.to_dict() or {}), _plain_datetime(snapshot.update_time))
+        return [_document(snapshot.reference.path.partition("/")[0], snapshot)
                 for snapshot in snapshots if snapshot.exists]
 
     def create_all(self, state: State) -> None:
@@ -304,6 +322,15 @@ def _add_write(client: Any, batch: Any, op: Op) -> None:
     if op.transition:
         changes[FieldPath(op.transition.field).to_api_repr()] = op.transition.to
     batch.update(ref, changes, option=client.write_option(last_update_time=op.update_time))
+
+
+def _document(collection: str, snapshot: Any) -> Document:
+    # The client deep-copies a document's data into the snapshot, and to_dict() copies it again;
+    # the conversion below builds new containers anyway, so it reads the snapshot's own data.
+    data = getattr(snapshot, "_data", None)
+    if not isinstance(data, dict):
+        data = snapshot.to_dict() or {}
+    return Document(collection, snapshot.id, _from_firestore(data), _plain_datetime(snapshot.update_time))
 
 
 def _plain_datetime(value: Any) -> datetime | None:

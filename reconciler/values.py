@@ -91,10 +91,12 @@ def format_timestamp(value: datetime) -> str:
 
 
 def _fast_timestamp(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text) if text[10] == "T" else parse_timestamp(text)
-    except ValueError:
-        return parse_timestamp(text)
+    if len(text) == 27 and text[10] == "T" and text[19] == "." and text[26] == "Z":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return parse_timestamp(text)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -189,10 +191,22 @@ def decode_fields(data: Any, where: str, strings: dict[str, str] | None = None) 
         raise bad.at(where) from None
 
 
-def decode_map(data: dict[str, Any], strings: dict[str, str] | None = None) -> dict[str, Any]:
+def decode_map(data: dict[str, Any], strings: dict[str, str] | None = None,
+               keep: frozenset[str] | None = None) -> dict[str, Any]:
     """Like ``decode_fields`` for a dict already checked, raising DecodeError: for hot loops that
-    name the place themselves (``error.at(where)``), only when there is an error."""
-    return _decode_map(data, strings)
+    name the place themselves (``error.at(where)``), only when there is an error. ``keep``: decode
+    only these keys (a projection)."""
+    return _decode_map(data, strings, keep)
+
+
+def decode_timestamp(data: Any) -> Any:
+    """A value expected to be a timestamp, decoded (DecodeError when its form is wrong)."""
+    if type(data) is dict and len(data) == 1 and type(stamp := data.get("$timestamp")) is str:
+        try:
+            return _fast_timestamp(stamp)
+        except ValueError as error:
+            raise DecodeError(f"bad $timestamp value: {error}") from error
+    return _decode(data, None)
 
 
 def decode(data: Any, where: str) -> Any:
@@ -203,10 +217,13 @@ def decode(data: Any, where: str) -> Any:
         raise bad.at(where) from None
 
 
-def _decode_map(data: dict[str, Any], strings: dict[str, str] | None) -> dict[str, Any]:
+def _decode_map(data: dict[str, Any], strings: dict[str, str] | None,
+                keep: frozenset[str] | None = None) -> dict[str, Any]:
     # The hot loop of reading a snapshot: plain values and timestamps are handled inline.
     result: dict[str, Any] = {}
     for key, item in data.items():
+        if keep is not None and key not in keep:
+            continue
         kind = type(item)
         if kind is str:
             result[key] = strings.setdefault(item, item) if strings is not None and len(item) <= 40 else item
