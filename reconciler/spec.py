@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,11 +120,13 @@ class _Document:
                                      "mapping; keep one"])
                 # A key's place is where its name is written, which is where a reader looks.
                 self.marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                result[key] = self._build(loader, value_node, (*path, key))
+                result[sys.intern(key)] = self._build(loader, value_node, (*path, key))
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self._build(loader, item, (*path, index)) for index, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
+        value = loader.construct_object(node, deep=True)
+        # Names are interned, as documents' field names are: lookups then compare identities.
+        return sys.intern(value) if isinstance(value, str) else value
 
     def _at(self, node: yaml.Node) -> str:
         return f"{self.filename}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"

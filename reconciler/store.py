@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any, TypeVar
 
 from reconciler.errors import SourceError
@@ -345,8 +346,11 @@ def _from_firestore(value: Any) -> Any:
     from google.cloud.firestore_v1 import DocumentReference
     from google.cloud.firestore_v1._helpers import GeoPoint as FirestoreGeoPoint
 
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
     if isinstance(value, dict):
-        return {key: _from_firestore(item) for key, item in value.items()}
+        return {intern(key): _from_firestore(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_from_firestore(item) for item in value]
     if isinstance(value, datetime):

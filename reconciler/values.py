@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from sys import intern
 from typing import Any
 
 
@@ -220,10 +221,12 @@ def decode(data: Any, where: str) -> Any:
 def _decode_map(data: dict[str, Any], strings: dict[str, str] | None,
                 keep: frozenset[str] | None = None) -> dict[str, Any]:
     # The hot loop of reading a snapshot: plain values and timestamps are handled inline.
+    # Field names are interned: the spec's names are too, so lookups compare identities, not text.
     result: dict[str, Any] = {}
     for key, item in data.items():
         if keep is not None and key not in keep:
             continue
+        key = intern(key)
         kind = type(item)
         if kind is str:
             result[key] = strings.setdefault(item, item) if strings is not None and len(item) <= 40 else item
