@@ -98,6 +98,8 @@ def offline(report: Report, scales: list[int], work: Path) -> None:
         path = work / f"offline-{scale}.json"
         path.write_bytes(snapshot_bytes(state))
         del state
+        gc.collect()
+        os.sync()  # the file's write-back must not overlap the timed read
         seconds, peak, _ = run_cli("plan", "--spec", str(SPEC), "--source", str(path), "--out",
                                    str(work / "plan.json"), "--format", "markdown", "--quiet")
         per_doc.append(seconds / docs)

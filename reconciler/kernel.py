@@ -304,8 +304,11 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
             report("assignment.week_out_of_range", member.doc.path,
                    f"week {member.week} is outside 1..{length}; left untouched")
     for week, docs in weeks.items():
+        expected = start + step * (week - 1)
         for doc in docs:
-            _check_due(spec, doc, week, start + step * (week - 1), report)
+            value = doc.fields.get(cadence.field, MISSING)
+            if value != expected or not is_timestamp(value):
+                _check_due(spec, doc, week, expected, report)
         if len(docs) > 1:
             docs.sort(key=lambda d: d.id)
             report("series.week_duplicate", docs[0].path,
@@ -439,13 +442,18 @@ class _Links:
             else:
                 self.report("response.week_out_of_range", response.path,
                             f"week {week} is outside the series' 1..{length}; left untouched")
+        member_ref = self.link.member_ref
         for week, target in targets.items():
             responses = slots.get(week, ())
             if target is None:
                 for response in responses:
                     self.report("response.slot_blocked", response.path,
                                 f"week {week} has no single assignment to link to; left untouched")
-            elif responses or not is_empty(self.read(target, self.link.member_ref)):
+            elif responses:
+                self.slot(week, target, responses)
+            elif type(target) is Document and not is_empty(target.fields.get(member_ref, MISSING)):
+                # A week without responses only needs its link checked. Before its own slot, no
+                # draft of this run changes an existing member's link, so its fields are current.
                 self.slot(week, target, responses)
 
     def slot(self, week: int, target: Document | _Draft, responses) -> None:
