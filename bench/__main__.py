@@ -161,7 +161,8 @@ def live(report: Report, assignments: int, baseline_clients: int, baseline_sampl
 
         label = f"{counts['check_in_assignments']:,} assignments, {counts['formResponses']:,} responses"
         seconds, _, _ = run_cli("plan", "--spec", str(SPEC), "--source", "firestore://bench-live",
-                                "--out", str(work / "live-plan.json"), "--quiet", env=env)
+                                "--out", str(work / "live-plan.json"), "--format", "markdown",
+                                "--quiet", env=env)
         report.add(f"live plan, {label}", f"{seconds:.1f} s = ×{seconds / read_floor:.2f} the read floor",
                    "≤ ×1.3", seconds / read_floor <= 1.3)
 

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from sys import intern
 from typing import Any, TypeVar
@@ -128,8 +129,12 @@ class FirestoreStore:
             c.id for c in self._call("listing collections", lambda: list(client.collections())))
         if read_time is None:
             read_time = self.server_time(names[0] if names else "reconcile")
-        return State(source=self.source, read_time=read_time, collections={
-            name: self._read_collection(name, read_time, projection) for name in names})
+        # One stream per collection, concurrently: the server sends one while this process
+        # converts the other (a single stream leaves one of them idle at any moment).
+        with ThreadPoolExecutor(max_workers=max(1, min(len(names), 4))) as pool:
+            read = pool.map(lambda name: self._read_collection(name, read_time, projection), names)
+            return State(source=self.source, read_time=read_time,
+                         collections=dict(zip(names, read, strict=True)))
 
     def _read_collection(self, name: str, read_time: datetime,
                          projection: Projection | None) -> dict[str, Document]:
