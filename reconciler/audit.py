@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.kernel import group_series, member_week, reconcile
-from reconciler.model import CreateDocumentOp, Spec, State
+from reconciler.model import CreateDocumentOp, Document, Spec, State
 from reconciler.values import is_empty, show
 
 UNUSABLE_SERIES_CODES = ("series.base_missing", "series.base_ambiguous", "series.base_due_invalid")
@@ -91,26 +91,24 @@ def _link_health(spec: Spec, state: State) -> dict[str, int]:
     assert link is not None
     members = state.documents(spec.series.collection)
     answers = state.documents(link.collection)
-    complete = half = dangling = 0
-    for doc in answers.values():
-        ref = doc.get(link.response_ref)
-        if is_empty(ref):
-            continue
-        target = members.get(ref) if isinstance(ref, str) else None
-        if target is None:
-            dangling += 1
-        elif target.get(link.member_ref) == doc.id:
-            complete += 1
-        else:
-            half += 1
-    for doc in members.values():
-        ref = doc.get(link.member_ref)
-        if is_empty(ref):
-            continue
-        answer = answers.get(ref) if isinstance(ref, str) else None
-        if answer is None:
-            dangling += 1
-        elif answer.get(link.response_ref) != doc.id:
-            half += 1
+    from_responses = _refs(answers, link.response_ref, members, link.member_ref)
+    from_members = _refs(members, link.member_ref, answers, link.response_ref)
     unlinked = sum(1 for d in answers.values() if is_empty(d.get(link.response_ref)))
-    return {"complete": complete, "half": half, "dangling": dangling, "responses_unlinked": unlinked}
+    return {"complete": from_responses["complete"],  # a complete link is seen from both sides
+            "half": from_responses["half"] + from_members["half"],
+            "dangling": from_responses["dangling"] + from_members["dangling"],
+            "responses_unlinked": unlinked}
+
+
+def _refs(docs: dict[str, Document], ref_field: str, others: dict[str, Document],
+          back_field: str) -> Counter[str]:
+    """For each document that names another: does that one exist, and name it back?"""
+    outcome: Counter[str] = Counter()
+    for doc in docs.values():
+        ref = doc.get(ref_field)
+        if is_empty(ref):
+            continue
+        other = others.get(ref) if isinstance(ref, str) else None
+        outcome["dangling" if other is None else
+                "complete" if other.get(back_field) == doc.id else "half"] += 1
+    return outcome
