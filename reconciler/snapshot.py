@@ -81,6 +81,10 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
             docs = _stream_documents(handle, where, wanted, projection)
         except ValueError as error:
             raise SourceError(f"{where}: {error}") from error
+        except _NotStreamable:
+            # Edited by hand after the writer made it: valid JSON, other lines. Read it whole.
+            handle.seek(0)
+            return decode_snapshot(loads_json(handle.read(), where), where, wanted, projection)
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
                  collections=docs)
 
@@ -116,14 +120,14 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
     current: dict[str, Document] | None = None
     keep = True
     name = ""
-    for number, line in enumerate(handle, start=2):
+    for line in handle:
         line = line.rstrip()
         if current is None:
             if line == b"}}":
                 return collections
             if not line.endswith(b":{"):
-                raise SourceError(f"{where}:{number}: expected a collection name, found {line[:40]!r}")
-            name = loads_json(line[:-2], f"{where}:{number}")
+                raise _NotStreamable
+            name = _line_json(line[:-2])
             keep = wanted is None or name in wanted
             current = collections.setdefault(name, {}) if keep else {}
             continue
@@ -131,10 +135,20 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
             current = None
             continue
         if keep:
-            entry = loads_json(b"{" + line.rstrip(b",") + b"}", f"{where}:{number}")
-            for doc_id, raw in entry.items():
+            for doc_id, raw in _line_json(b"{" + line.rstrip(b",") + b"}").items():
                 current[doc_id] = _decode_document(name, doc_id, raw, strings, projection)
-    raise SourceError(f"{where}: the file ends in the middle of the collections; it is truncated")
+    raise _NotStreamable  # ended early: the whole parse says where the JSON is cut
+
+
+class _NotStreamable(Exception):
+    """The file is not in the writer's one-document-per-line layout (from here on)."""
+
+
+def _line_json(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise _NotStreamable from None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

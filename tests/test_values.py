@@ -127,3 +127,25 @@ def test_a_file_that_is_not_json_names_line_and_column(tmp_path):
 def test_a_missing_file_is_one_clear_sentence(tmp_path):
     with pytest.raises(SourceError, match="snapshot file not found"):
         SnapshotStore(tmp_path / "nope.json").read()
+
+
+def test_a_snapshot_edited_by_hand_still_reads_the_same(tmp_path):
+    from builders import DEMO
+
+    canonical_state = SnapshotStore(DEMO).read()
+    edited = tmp_path / "edited.json"
+    data = json.loads(DEMO.read_text())
+    edited.write_text(json.dumps(data, indent=2))  # valid JSON, another layout
+    assert SnapshotStore(edited).read().collections == canonical_state.collections
+    first, rest = DEMO.read_text().split("\n", 1)  # the writer's header, then hand-made lines
+    edited.write_text(first + "\n" + json.dumps(data["collections"], indent=1)[1:] + "}\n")
+    assert SnapshotStore(edited).read().collections == canonical_state.collections
+
+
+def test_a_truncated_snapshot_names_where_it_is_cut(tmp_path):
+    from builders import DEMO
+
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(DEMO.read_bytes()[:20_000])
+    with pytest.raises(SourceError, match=r"cut\.json:\d+:\d+: not valid JSON"):
+        SnapshotStore(cut).read()
