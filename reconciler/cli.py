@@ -169,7 +169,8 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
 @click.option("--source", metavar="SRC", help="The data to plan and apply to (with --spec).")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
-              help="Format of the plan shown and of the validation report.")
+              help="Format of the plan shown and of the validation report; json prints the "
+                   "validation report only, as one JSON document.")
 @click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
               default=DEFAULT_DIRECTORY, show_default=True,
               help="Where the apply journal (JSON lines: ops, before-values, outcomes) is written.")
@@ -197,14 +198,16 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         if spec_path or source:
             raise click.UsageError("give either a saved PLAN or --spec and --source, not both")
         saved, spec = commands.load_plan(plan_file)
-        _echo(render_plan(saved, fmt))
+        if fmt != "json":  # JSON output is one document: the validation report below
+            _echo(render_plan(saved, fmt))
         applied = commands.apply(saved, spec, options=run.options)
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
         planned = commands.plan(spec_path, source, run.options, whole=True)
-        _echo(render_plan(planned.plan, fmt))
-        if not planned.plan.ops:
+        if fmt != "json":
+            _echo(render_plan(planned.plan, fmt))
+        if not planned.plan.ops and fmt != "json":
             click.echo("Nothing to apply.")
         elif not auto_approve:
             _confirm(planned.plan.summary.changes, source)

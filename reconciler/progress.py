@@ -6,6 +6,7 @@ know how (or whether) it is shown. Output goes to stderr so that stdout stays th
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Protocol
@@ -103,8 +104,6 @@ class Bars:
 
 def choose(quiet: bool) -> Progress:
     """Bars on a terminal, lines when piped or in CI, nothing with --quiet."""
-    import os
-
     if quiet:
         return Silent()
     if sys.stderr.isatty() and not os.environ.get("CI"):

@@ -199,3 +199,10 @@ def test_every_command_explains_itself(command):
     run = reconcile(command, "--help")
     assert run.returncode == 0 and "Usage: reconcile " + command in run.stdout
     assert len(run.stdout.splitlines()) > 4
+
+
+def test_apply_as_json_prints_one_document_the_validation_report(demo):
+    run = reconcile("apply", "--spec", CHECKINS, "--source", demo, "--auto-approve", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["converged"] is True and report["created"] == 379 and report["lost"] == []
