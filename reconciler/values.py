@@ -61,22 +61,6 @@ def is_timestamp(value: Any) -> bool:
     return isinstance(value, datetime) and value.tzinfo is not None
 
 
-def type_name(value: Any) -> str:
-    """The Firestore type name of a value, for messages."""
-    if value is MISSING:
-        return "missing"
-    for kind, name in _TYPE_NAMES:
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
-
-
-_TYPE_NAMES: tuple[tuple[type, str], ...] = (
-    (type(None), "null"), (bool, "boolean"), (int, "integer"), (float, "double"), (str, "string"),
-    (bytes, "bytes"), (datetime, "timestamp"), (Reference, "reference"), (GeoPoint, "geopoint"),
-    (list, "array"), (dict, "map"),
-)
-
 # -- timestamps ------------------------------------------------------------------------------------
 
 _TIMESTAMP = re.compile(
