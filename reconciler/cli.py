@@ -21,6 +21,7 @@ from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.plan import plan_bytes
 from reconciler.render import render_audit, render_plan, render_verification
 from reconciler.snapshot import write_atomically
+from reconciler.store import MAX_BATCH
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 FORMATS = click.Choice(["text", "json", "markdown"])
@@ -177,7 +178,7 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
 @click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
               help="Cap the write rate. Default: the 500/50/5 ramp on Firestore (start at 500/s, "
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
-@click.option("--batch-size", type=click.IntRange(1, 500), default=500, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link is never split across commits).")
 @quiet_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,

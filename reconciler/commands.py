@@ -20,8 +20,8 @@ from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
+from reconciler.store import MAX_BATCH, FirestoreStore
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
-from reconciler.store import FirestoreStore
 from reconciler.verify import Verification, verify
 
 Store = SnapshotStore | FirestoreStore
@@ -33,7 +33,7 @@ class Options:
 
     progress: Progress = field(default_factory=Silent)
     max_writes_per_second: float | None = None
-    batch_size: int = 500
+    batch_size: int = MAX_BATCH
     journal_dir: Path = DEFAULT_DIRECTORY
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
