@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.model import (
@@ -294,7 +294,14 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
     base = next(m.doc for m in series.members if m.week == 1)
     length = _length(spec, base, report)
     start: datetime = base.fields[cadence.field]
-    step = timedelta(days=cadence.every_days)
+    unplannable = _unplannable(spec, base, start, length)
+    if unplannable is not None:
+        code, message = unplannable
+        report(code, base.path, message)
+        for response in series.responses:
+            report("response.series_unusable", response.path,
+                   f"its series is left untouched ({code}); not linked")
+        return Outcome((), tuple(findings))
 
     weeks: dict[int, list[Document]] = {}
     for member in series.members:
@@ -304,7 +311,7 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
             report("assignment.week_out_of_range", member.doc.path,
                    f"week {member.week} is outside 1..{length}; left untouched")
     for week, docs in weeks.items():
-        expected = start + step * (week - 1)
+        expected = cadence.due(start, week)
         for doc in docs:
             value = doc.fields.get(cadence.field, MISSING)
             if value != expected or not is_timestamp(value):
@@ -336,7 +343,7 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
                    "week's member; not created")
             targets[week] = None
             continue
-        fields = _new_week_fields(spec, base, week, start + step * (week - 1))
+        fields = _new_week_fields(spec, base, week, cadence.due(start, week))
         targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields,
                                               rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
@@ -363,6 +370,21 @@ def _unusable_base(spec: Spec, series: SeriesInput) -> tuple[str, str, str] | No
         return ("series.base_due_invalid", bases[0].path,
                 f"the base's {spec.cadence.field} is {show(value)}, not a timestamp; "
                 "series left untouched")
+    return None
+
+
+def _unplannable(spec: Spec, base: Document, start: datetime, length: int) -> tuple[str, str] | None:
+    """A usable base whose series still cannot be planned: longer than the spec's bound, or with
+    dates past what a timestamp can hold. Such data is a finding for its series, never a crash."""
+    rule, cadence = spec.series, spec.cadence
+    if length > rule.max_length:
+        return ("series.length_over_limit",
+                f"the base's {rule.length_field} asks for {length} weeks, more than the spec's "
+                f"length.max of {rule.max_length}; series left untouched")
+    if cadence.due(start, length) is None:
+        return ("series.dates_out_of_range",
+                f"week {length} would be due after the last date a timestamp can hold (base "
+                f"{cadence.field} {show(start)}, every {cadence.every_days} days); series left untouched")
     return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.values import MISSING, canonical, is_empty
@@ -29,6 +29,7 @@ class SeriesRule:
     recurring_flag: str | None
     length_field: str | None
     default_length: int
+    max_length: int  # a longer series is a finding, never thousands of creates
     fill_base_week: bool
 
 
@@ -39,6 +40,14 @@ class CadenceRule:
     id: str
     field: str
     every_days: int
+
+    def due(self, start: datetime, week: int) -> datetime | None:
+        """The date of ``week`` in a series starting at ``start``; None when it falls outside the
+        dates a timestamp can hold (years 1 to 9999)."""
+        try:
+            return start + timedelta(days=self.every_days * (week - 1))
+        except OverflowError:
+            return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

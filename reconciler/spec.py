@@ -31,6 +31,7 @@ from reconciler.model import (
 
 RULE_KINDS = ("series", "cadence", "new_week", "link", "allowed_fills")
 REQUIRED_KINDS = ("series", "cadence", "new_week", "allowed_fills")
+DEFAULT_MAX_LENGTH = 520  # ten years of weekly weeks; a base asking for more is a finding
 
 Where = tuple[Any, ...]  # a path into the spec document: keys and list indexes
 
@@ -291,6 +292,11 @@ class _Semantics:
     def _series(self, rule: dict[str, Any], where: Where) -> SeriesRule:
         key = rule["key"]
         self._distinct((*where, "key"), key, "series key")
+        length = rule["length"]
+        if length["default"] > length.get("max", DEFAULT_MAX_LENGTH):
+            self.problem((*where, "length", "default"), f"length.default ({length['default']}) is "
+                         f"more than length.max ({length.get('max', DEFAULT_MAX_LENGTH)}); raise max "
+                         "or lower the default")
         if rule["week_field"] in key:
             self.problem((*where, "week_field"), f"week_field {rule['week_field']!r} is also part of "
                          "the series key; a series' weeks must share one key")
@@ -298,6 +304,7 @@ class _Semantics:
                           week_field=rule["week_field"], recurring_flag=rule.get("recurring_flag"),
                           length_field=rule["length"].get("field"),
                           default_length=rule["length"]["default"],
+                          max_length=rule["length"].get("max", DEFAULT_MAX_LENGTH),
                           fill_base_week=rule.get("fill_base_week", False))
 
     def _cadence(self, rule: dict[str, Any], where: Where) -> CadenceRule:

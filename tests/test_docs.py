@@ -31,7 +31,10 @@ def test_every_finding_code_the_demo_produces_is_documented_and_no_other():
     produced = {f.code for f in plan.findings}
     documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", (ROOT / "docs" / "findings.md").read_text(),
                                 flags=re.M))
-    assert produced == documented
+    # Codes for data the demo does not hold (they need a series of 521+ weeks or a year-9999 date);
+    # test_kernel produces each of them.
+    not_in_demo = {"series.length_over_limit", "series.dates_out_of_range"}
+    assert produced == documented - not_in_demo and not_in_demo <= documented
 
 
 def test_every_key_of_the_spec_language_is_documented():

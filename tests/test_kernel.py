@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from builders import (
@@ -128,6 +128,34 @@ def test_a_base_whose_date_is_not_a_timestamp_leaves_the_series_untouched(spec, 
     plan = plan_of(spec, assignment("a1", 1, dueDate=value))
     assert plan.ops == ()
     assert codes(plan) == [("series.base_due_invalid", f"{A}/a1")]
+
+
+@pytest.mark.parametrize("total", [521, 10**6, 2**62])
+def test_a_series_longer_than_the_spec_allows_is_a_finding_and_the_others_are_planned(spec, total):
+    plan = plan_of(spec, assignment("a1", 1, totalWeeks=total), response("r1", 1),
+                   assignment("b1", 1, client="c2"))
+    assert codes(plan) == [("response.series_unusable", f"{R}/r1"),
+                           ("series.length_over_limit", f"{A}/a1")]
+    assert [op.path for op in plan.ops] == sorted(week_path(spec, w, ("c2", "f1")) for w in (2, 3))
+
+
+@pytest.mark.parametrize(("start", "total"), [
+    (datetime(9999, 12, 20, tzinfo=UTC), 3),  # week 3 is in year 10000
+    (datetime(9999, 1, 1, tzinfo=UTC), 520),
+])
+def test_dates_past_what_a_timestamp_holds_are_a_finding_and_the_others_are_planned(spec, start, total):
+    plan = plan_of(spec, assignment("a1", 1, totalWeeks=total, dueDate=start),
+                   assignment("a2", 2, dueDate=start), assignment("b1", 1, client="c2"))
+    assert codes(plan) == [("series.dates_out_of_range", f"{A}/a1")]
+    assert [op.path for op in plan.ops] == sorted(week_path(spec, w, ("c2", "f1")) for w in (2, 3))
+
+
+def test_the_last_representable_week_is_planned(spec):
+    start = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - timedelta(days=14)
+    plan = plan_of(spec, assignment("a1", 1, dueDate=start))
+    assert plan.findings == ()
+    assert max(op.fields["dueDate"] for op in plan.ops) == datetime(9999, 12, 31, 23, 59, 59, 999999,
+                                                                    tzinfo=UTC)
 
 
 # -- rules 4-6: cadence, new weeks, existing members ----------------------------------------------------
