@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.audit import AuditReport, audit
-from reconciler.errors import ApplyRefused, PlanFileError, SourceError
+from reconciler.errors import (
+    ApplyInterrupted,
+    ApplyRefused,
+    PlanFileError,
+    ReconcileError,
+    ServerLost,
+    SourceError,
+)
+from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
 from reconciler.kernel import projection
 from reconciler.model import OpResult, Plan, Spec, State
@@ -100,30 +108,55 @@ class Applied:
 
 
 def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None) -> Applied:
-    """Write the plan's groups under their preconditions, journaled, then re-read, re-diff, verify.
+    """Admit the plan against a fresh read, write the admitted groups under their preconditions,
+    journaled, then re-read, re-diff, verify.
 
     ``before``: the state the plan was made from, when it was made in this run; a saved plan is
-    checked against a fresh read instead, so the report compares with what was there at apply time.
+    checked against a fresh read instead, and only what its spec derives from that read is written.
     """
     options = options or Options()
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
     store = open_store(saved.source, options)
+    derived = saved.ops if before is not None else None
     if before is None:
         before = store.read(spec.collections)
+    admission = admit(spec, saved, before, derived)
+    results: list[OpResult] = list(admission.skipped)
     journal = None
-    results: list[OpResult] = []
     if saved.ops:
         journal = Journal(Path(options.journal_dir), saved, before, options.clock())
+        if admission.skipped:
+            journal.not_sent(admission.skipped)
         try:
-            results = store.apply(saved.groups(), options.clock(), journal)
-        finally:
-            journal.close(results, options.clock())
+            results += store.apply(list(admission.groups), options.clock(), journal, before)
+        except BaseException as error:
+            journal.close(options.clock(), error)
+            raise _interrupted(error, journal, admission.ops, saved.source) from error
+        journal.close(options.clock())
     after = store.read(spec.collections)
     replan = build_plan(spec, after)
     verification = verify(spec, before, after, results, replan)
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
+
+
+def _interrupted(error: BaseException, journal: Journal, total: int, source: str) -> BaseException:
+    """An apply that ended before its last commit: say what was written, from the journal."""
+    if isinstance(error, ServerLost):
+        cause = f"lost the database during apply: {error}"
+    elif isinstance(error, KeyboardInterrupt):
+        cause = f"{source}: apply interrupted"
+    elif isinstance(error, ReconcileError):
+        cause = str(error)
+    else:
+        return error  # a bug: reported as one, with the journal already closed
+    doubt = (f", {journal.in_doubt} more were being committed and may or may not be" if journal.in_doubt
+             else "")
+    return ApplyInterrupted(
+        f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
+        "Re-running apply is safe: nothing is written twice and every write keeps its precondition; "
+        "for a saved plan, make a new one with `reconcile plan` first.")
 
 
 def check(spec_path: str, source: str, options: Options | None = None) -> Planned:

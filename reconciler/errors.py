@@ -3,9 +3,12 @@
     ReconcileError                 every failure the CLI reports as one sentence, exit 1
     ├── SpecError                  a spec file is unreadable, malformed or breaks a rule
     ├── SourceError                a snapshot file or database cannot be read or written
-    │   └── FormatVersionError     a file declares a format major version this build does not read
+    │   ├── FormatVersionError     a file declares a format major version this build does not read
+    │   └── ServerLost             the database stopped answering within the deadline (mid-apply too)
     ├── PlanFileError              a saved plan file is unreadable or malformed
+    ├── ApplyInterrupted           apply stopped after some writes: what was written, and what next
     └── ApplyRefused               apply will not start (no terminal to ask, plan for another source)
+        └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
 
 Every message names what went wrong, where (file:line:column or document path), and what to do.
 """
@@ -40,3 +43,15 @@ class PlanFileError(ReconcileError):
 
 class ApplyRefused(ReconcileError):
     """Apply refuses to start: no terminal to confirm on, or the plan was made for another source."""
+
+
+class UnsafePlan(ApplyRefused):
+    """A plan proposes a write its own spec could never produce: the whole plan is refused."""
+
+
+class ServerLost(SourceError):
+    """The database did not answer within the deadline, or kept failing, after every retry."""
+
+
+class ApplyInterrupted(ReconcileError):
+    """An apply ended before its last commit (lost server, refused call, interrupt); says how far."""

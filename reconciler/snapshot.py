@@ -244,9 +244,11 @@ class SnapshotStore:
     def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None) -> State:
         return replace(read_snapshot(self.path, collections, projection), source=self.source)
 
-    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
+              current: State | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
-        whole apply is one commit."""
+        whole apply is one commit. ``current`` is unused: the file is re-read here, so that the
+        preconditions are checked against what it holds at this moment."""
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)

@@ -1,22 +1,30 @@
 """Live Firestore as a source: the only module that imports ``google.cloud.firestore``.
 
 Reads every collection of a run at one consistent ``read_time`` (a point-in-time read), in pages
-ordered by document name, each page retried on a transient error, so a long read never hits the
-single-stream deadline. Writes only what a plan says, in atomic commits of at most 500 writes:
+ordered by document name, so a long read never hits a single stream's deadline. Writes only the
+groups ``guard.admit`` let through, in atomic commits of at most 500 writes:
 
 - a create carries "must not exist", a fill the document's ``update_time`` from the plan's read
   (``WriteBatch.update`` refuses an ``exists`` option; an update already requires the document);
-- a link's writes are in the same commit; a commit that fails a precondition is split in halves
-  until the stale group is alone, which is skipped and reported, never retried blindly;
-- a commit that fails for a transient reason is retried; if the retry then meets its own earlier
-  write, the group is recognised as applied rather than reported stale;
+- a link's writes are in the same commit; a commit that fails a precondition, or that the server
+  refuses as invalid, is split in halves until the failing group is alone, which is skipped with
+  the server's reason, never retried blindly; the rest of the commit is applied;
+- before the first commit, every group is checked against the limits Firestore enforces (document
+  size, arrays in arrays): one that cannot be written is skipped with why, not sent;
+- one place translates the client library's errors (``_translated``) and one helper retries
+  (``_retrying``): transient failures are retried with backoff, and every call, retries included,
+  ends within ``timeout`` seconds; a server that stays silent or unreachable past it is
+  ``ServerLost``. The library's own retries are off, so no wait is longer than ours;
+- if a retried commit then meets its own earlier write, the group is recognised as applied;
 - the write rate follows the 500/50/5 ramp in production (start at 500 writes/s, +50% every
   5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,35 +33,47 @@ from datetime import UTC, datetime
 from sys import intern
 from typing import Any, TypeVar
 
-from reconciler.errors import SourceError
+from reconciler.errors import ServerLost, SourceError
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.progress import Progress, Silent
-from reconciler.values import GeoPoint, Reference
+from reconciler.values import GeoPoint, Reference, document_size, nested_array
 
 SCHEME = "firestore://"
 DEFAULT_DATABASE = "(default)"
 PAGE_SIZE = 50_000  # documents per stream; the emulator rescans for each cursor, so pages are large
 MAX_BATCH = 500  # Firestore's limit of writes in one commit
 PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read time is the server's now
-TRANSIENT_ATTEMPTS = 5
+DEFAULT_TIMEOUT = 60.0  # seconds any one server call may take, retries included
+MAX_DOCUMENT_BYTES = 1_048_576  # Firestore's limit on one document's size
+_PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
+_DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
 
 T = TypeVar("T")
 
 
 def parse_source(source: str) -> tuple[str, str]:
-    """``firestore://PROJECT[/DATABASE]`` → (project, database)."""
+    """``firestore://PROJECT[/DATABASE]`` → (project, database), both checked against Firestore's
+    naming rules so that a wrong name is one sentence here, not an error deep in the client."""
     rest = source[len(SCHEME):]
     project, _, database = rest.partition("/")
     if not project or "/" in database:
         raise SourceError(f"{source}: expected firestore://PROJECT or firestore://PROJECT/DATABASE")
+    if not _PROJECT.match(project) or ".." in project:
+        raise SourceError(f"{source}: {project!r} is not a Google Cloud project ID (lower-case letters, "
+                          "digits and hyphens, e.g. my-project)")
+    if database and database != DEFAULT_DATABASE and not _DATABASE.match(database):
+        raise SourceError(f"{source}: {database!r} is not a Firestore database ID (4 to 63 lower-case "
+                          "letters, digits and hyphens, starting with a letter), nor (default)")
     return project, database or DEFAULT_DATABASE
 
 
 class FirestoreStore:
     def __init__(self, source: str, *, page_size: int = PAGE_SIZE, batch_size: int = MAX_BATCH,
-                 max_writes_per_second: float | None = None, progress: Progress | None = None) -> None:
+                 max_writes_per_second: float | None = None, progress: Progress | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.source = source
+        self.timeout = timeout
         self.project, self.database = parse_source(source)
         self.page_size = page_size
         self.batch_size = max(1, min(batch_size, MAX_BATCH))
@@ -90,26 +110,19 @@ class FirestoreStore:
                 "`gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or set "
                 "FIRESTORE_EMULATOR_HOST to use the emulator") from error
 
-    def _call(self, what: str, call: Callable[[], T]) -> T:
-        """Run one RPC, retrying transient failures; anything else becomes one clear sentence."""
-        from google.api_core import exceptions as gexc
-
-        delay = 0.5
-        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+    def _retrying(self, what: str, attempt: Callable[[float], T], *, refusals: bool = False,
+                  on_retry: Callable[[], None] | None = None) -> T:
+        """The one retry: ``attempt(seconds_left)`` until it succeeds, transient failures retried
+        with backoff, all within ``timeout`` seconds, then ServerLost. Errors are translated."""
+        backoff = _Backoff(self.source, what, self.timeout)
+        while True:
             try:
-                return call()
-            except _transient() as error:
-                if attempt == TRANSIENT_ATTEMPTS:
-                    raise SourceError(f"{self.source}: {what} kept failing ({type(error).__name__}: "
-                                      f"{_first_line(error)}); try again later") from error
-                time.sleep(delay)
-                delay = min(delay * 2, 8)
-            except gexc.PermissionDenied as error:
-                raise SourceError(f"{self.source}: permission denied for {what}: {_first_line(error)}; "
-                                  "check the account's Firestore role") from error
-            except (gexc.GoogleAPICallError, gexc.RetryError) as error:
-                raise SourceError(f"{self.source}: {what} failed: {_first_line(error)}") from error
-        raise AssertionError("unreachable")
+                with _translated(self.source, what, refusals=refusals):
+                    return attempt(backoff.left())
+            except _Transient as failure:
+                backoff.wait(failure)
+                if on_retry is not None:
+                    on_retry()
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -117,7 +130,8 @@ class FirestoreStore:
         """Firestore's own now: the read time of a document that is never written."""
         client = self.client()
         ref = client.collection(collection).document(PROBE_DOCUMENT)
-        snapshot = self._call("reading the server time", lambda: next(iter(client.get_all([ref]))))
+        snapshot = self._retrying("reading the server time", lambda seconds: next(iter(
+            client.get_all([ref], retry=None, timeout=seconds))))
         return _plain_datetime(snapshot.read_time)
 
     def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None, *,
@@ -126,7 +140,8 @@ class FirestoreStore:
         with a projection, only the fields it keeps (possible bases are fetched whole)."""
         client = self.client()
         names = list(collections) if collections is not None else sorted(
-            c.id for c in self._call("listing collections", lambda: list(client.collections())))
+            c.id for c in self._retrying("listing collections", lambda seconds: list(
+                client.collections(retry=None, timeout=seconds))))
         if read_time is None:
             read_time = self.server_time(names[0] if names else "reconcile")
         # One stream per collection, concurrently: the server sends one while this process
@@ -157,43 +172,53 @@ class FirestoreStore:
 
     def _stream(self, query: Any, read_time: datetime, what: str, task: Any) -> Iterator[Any]:
         """Every document of ``query`` in name order, in pages of ``page_size`` (each one stream),
-        resuming after the last document received when a stream fails for a transient reason."""
-        from google.api_core import exceptions as gexc
-
+        resuming after the last document received when a stream fails for a transient reason. A
+        read that gets no document for ``timeout`` seconds, retries included, is ServerLost."""
         ordered = query.order_by("__name__")
         last = None
-        failures = 0
+        backoff = _Backoff(self.source, what, self.timeout)
         while True:
             page = (ordered.start_after(last) if last is not None else ordered).limit(self.page_size)
             received = 0
             try:
-                for snapshot in page.stream(read_time=read_time):
-                    last = snapshot
-                    received += 1
-                    if received % 1000 == 0:
-                        task.advance(1000)
-                    yield snapshot
-            except _transient() as error:
-                failures += 1
-                if failures == TRANSIENT_ATTEMPTS:
-                    raise SourceError(f"{self.source}: {what} kept failing ({type(error).__name__}: "
-                                      f"{_first_line(error)}); try again later") from error
-                time.sleep(min(0.5 * 2 ** failures, 8))
+                with _translated(self.source, what):
+                    for snapshot in page.stream(read_time=read_time, retry=None, timeout=backoff.left()):
+                        last = snapshot
+                        received += 1
+                        if received % 1000 == 0:
+                            task.advance(1000)
+                        yield snapshot
+            except _Transient as failure:
+                task.advance(received % 1000)
+                if received:
+                    backoff = _Backoff(self.source, what, self.timeout)  # progress: a new deadline
+                backoff.wait(failure)
                 continue
-            except (gexc.GoogleAPICallError, gexc.RetryError) as error:
-                raise SourceError(f"{self.source}: {what} failed: {_first_line(error)}") from error
             task.advance(received % 1000)
             if received < self.page_size:
                 return
+            backoff = _Backoff(self.source, what, self.timeout)
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
-        """Commit the groups in batches of whole groups, each batch atomic."""
-        task = self.progress.task("write", total=sum(len(g) for g in groups))
-        limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
+    def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
+              current: State | None = None) -> list[OpResult]:
+        """Commit the groups in batches of whole groups, each batch atomic. ``current``: the fresh
+        read the groups were admitted on, to check Firestore's limits before the first commit."""
         results: list[OpResult] = []
-        for batch in _batches(groups, self.batch_size):
+        writable: list[tuple[Op, ...]] = []
+        for group in groups:
+            reasons = [_unwritable(op, current) for op in group]
+            failed = next((reason for reason in reasons if reason), "")
+            if failed:
+                results.extend(_skipped(group, reasons, failed))
+            else:
+                writable.append(group)
+        if journal and results:
+            journal.not_sent(results)
+        task = self.progress.task("write", total=sum(len(g) for g in writable))
+        limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
+        for batch in _batches(writable, self.batch_size):
             ops = [op for group in batch for op in group]
             limiter.wait(len(ops))
             number = journal.before_commit(ops) if journal else 0
@@ -206,46 +231,34 @@ class FirestoreStore:
         return results
 
     def _commit_groups(self, groups: Sequence[tuple[Op, ...]], retried: bool) -> list[OpResult]:
-        from google.api_core import exceptions as gexc
-
+        """Commit whole groups at once; when the server refuses the commit (a precondition, or an
+        invalid write), bisect to the refused group, skip it with the server's reason, write the rest."""
+        ops = [op for group in groups for op in group]
+        attempts = [retried]
         try:
-            written, retried = self._commit([op for group in groups for op in group], retried)
-        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound) as error:
-            if len(groups) > 1:  # bisect: find the stale groups, commit the rest
+            written = self._retrying("committing writes", lambda seconds: self._commit(ops, seconds),
+                                     refusals=True, on_retry=lambda: attempts.append(True))
+        except _Refused as refusal:
+            retried = any(attempts)
+            if len(groups) > 1:
                 middle = len(groups) // 2
                 return (self._commit_groups(groups[:middle], retried)
                         + self._commit_groups(groups[middle:], retried))
-            return self._explain_refusal(groups[0], error, retried)
+            if refusal.invalid:
+                reason = f"the database refused the write as invalid: {refusal.reason}"
+                return [OpResult(op=op, applied=False, reason=reason) for op in groups[0]]
+            return self._explain_refusal(groups[0], refusal.reason, retried)
         return [OpResult(op=op, applied=True, written_at=_plain_datetime(result.update_time))
-                for op, result in zip((op for group in groups for op in group), written, strict=True)]
+                for op, result in zip(ops, written, strict=True)]
 
-    def _commit(self, ops: list[Op], retried: bool) -> tuple[list[Any], bool]:
-        """One atomic commit; transient failures are retried. Returns the write results, and
-        whether a retry happened (an earlier attempt may then have been applied)."""
-        from google.api_core import exceptions as gexc
-
+    def _commit(self, ops: list[Op], seconds: float) -> list[Any]:
         client = self.client()
-        delay = 0.5
-        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-            batch = client.batch()
-            for op in ops:
-                _add_write(client, batch, op)
-            try:
-                return batch.commit(), retried
-            except _transient() as error:
-                if attempt == TRANSIENT_ATTEMPTS:
-                    raise SourceError(f"{self.source}: a commit kept failing ({type(error).__name__}: "
-                                      f"{_first_line(error)}); the journal says what was written; "
-                                      "re-run plan and apply later") from error
-                retried = True
-                time.sleep(delay)
-                delay = min(delay * 2, 8)
-            except gexc.InvalidArgument as error:
-                raise SourceError(f"{self.source}: Firestore refused a write as invalid: "
-                                  f"{_first_line(error)}") from error
-        raise AssertionError("unreachable")
+        batch = client.batch()
+        for op in ops:
+            _add_write(client, batch, op)
+        return batch.commit(retry=None, timeout=seconds)
 
-    def _explain_refusal(self, group: tuple[Op, ...], error: Exception, retried: bool) -> list[OpResult]:
+    def _explain_refusal(self, group: tuple[Op, ...], server_reason: str, retried: bool) -> list[OpResult]:
         """A lone group failed its precondition: read its documents to say which op and why, or,
         after a retried commit, to recognise that the earlier attempt did apply it."""
         current = self._current(group)
@@ -253,9 +266,8 @@ class FirestoreStore:
             return [OpResult(op=op, applied=True, reason="confirmed after a retried commit",
                              written_at=current[op.path].update_time) for op in group]
         reasons = [op.refusal(current[op.path]) for op in group]
-        failed = next((reason for reason in reasons if reason), f"precondition failed ({_first_line(error)})")
-        return [OpResult(op=op, applied=False, reason=reason or f"its link partner was skipped: {failed}")
-                for op, reason in zip(group, reasons, strict=True)]
+        failed = next((reason for reason in reasons if reason), f"precondition failed ({server_reason})")
+        return _skipped(group, reasons, failed)
 
     def _current(self, ops: Sequence[Op]) -> dict[str, Document | None]:
         found: dict[str, Document | None] = {op.path: None for op in ops}
@@ -266,8 +278,8 @@ class FirestoreStore:
         """The documents at ``paths`` that exist, whole, now or at ``read_time``."""
         client = self.client()
         refs = [client.document(path) for path in paths]
-        snapshots = self._call("reading documents",
-                               lambda: list(client.get_all(refs, read_time=read_time)))
+        snapshots = self._retrying("reading documents", lambda seconds: list(
+            client.get_all(refs, read_time=read_time, retry=None, timeout=seconds)))
         return [_document(snapshot.reference.path.partition("/")[0], snapshot)
                 for snapshot in snapshots if snapshot.exists]
 
@@ -280,17 +292,93 @@ class FirestoreStore:
             batch = client.batch()
             for op in ops[start:start + MAX_BATCH]:
                 _add_write(client, batch, op)
-            self._call("loading documents", batch.commit)
+            self._retrying("loading documents", lambda seconds, batch=batch: batch.commit(
+                retry=None, timeout=seconds))
 
 
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def _transient() -> tuple[type[Exception], ...]:
+class _Transient(Exception):
+    """A failure worth retrying (unavailable, deadline, aborted...), its reason in words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Refused(Exception):
+    """The server refused a commit: a precondition failed, or a write was invalid."""
+
+    def __init__(self, reason: str, invalid: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.invalid = reason, invalid
+
+
+@contextlib.contextmanager
+def _translated(source: str, what: str, refusals: bool = False) -> Iterator[None]:
+    """The one translation of the client library's errors into this tool's: transient ones to
+    ``_Transient`` (for ``_retrying``), a commit's refusals to ``_Refused`` (when ``refusals``),
+    every other one to a SourceError naming the source and what was being done."""
     from google.api_core import exceptions as gexc
 
-    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted,
-            gexc.ResourceExhausted)
+    try:
+        yield
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted,
+            gexc.ResourceExhausted, gexc.Unknown, gexc.RetryError) as error:
+        raise _Transient(f"{type(error).__name__}: {_first_line(error)}") from error
+    except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.InvalidArgument) as error:
+        if not refusals:
+            raise SourceError(f"{source}: {what} failed: {_first_line(error)}") from error
+        raise _Refused(_first_line(error), invalid=isinstance(error, gexc.InvalidArgument)) from error
+    except (gexc.PermissionDenied, gexc.Unauthenticated) as error:
+        raise SourceError(f"{source}: permission denied while {what}: {_first_line(error)}; check the "
+                          "account's Firestore role") from error
+    except gexc.GoogleAPICallError as error:
+        raise SourceError(f"{source}: {what} failed: {_first_line(error)}") from error
+
+
+class _Backoff:
+    """Waits between retries of one call, and its deadline: ``timeout`` seconds from the start."""
+
+    def __init__(self, source: str, what: str, timeout: float) -> None:
+        self.source, self.what, self.timeout = source, what, timeout
+        self.deadline = time.monotonic() + timeout
+        self.delay = 0.25
+
+    def left(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.5)
+
+    def wait(self, failure: _Transient) -> None:
+        if time.monotonic() + self.delay >= self.deadline:
+            raise ServerLost(f"{self.source}: no answer from the database while {self.what} for "
+                             f"{self.timeout:g}s ({failure.reason}); check that it is up and reachable "
+                             "(--timeout sets how long to wait)") from failure
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 4.0)
+
+
+def _skipped(group: Sequence[Op], reasons: Sequence[str], failed: str) -> list[OpResult]:
+    """A group is skipped whole: each op with its own reason, or its partner's."""
+    return [OpResult(op=op, applied=False, reason=reason or f"its link partner was skipped: {failed}")
+            for op, reason in zip(group, reasons, strict=True)]
+
+
+def _unwritable(op: Op, current: State | None) -> str:
+    """Why Firestore would refuse this write, known before sending it ('' when none)."""
+    if isinstance(op, CreateDocumentOp):
+        fields = op.fields
+    else:
+        existing = current.find(op.path) if current is not None else None
+        fields = {**(existing.fields if existing else {}), **{f.field: f.value for f in op.fills}}
+    values = op.fields.values() if isinstance(op, CreateDocumentOp) else [f.value for f in op.fills]
+    if any(nested_array(value) for value in values):
+        return "Firestore cannot store an array directly inside an array"
+    size = document_size(op.path, fields)
+    if size > MAX_DOCUMENT_BYTES:
+        return (f"the document would be {size:,} bytes, more than Firestore's limit of "
+                f"{MAX_DOCUMENT_BYTES:,}")
+    return ""
 
 
 def _first_line(error: Exception) -> str:

@@ -321,3 +321,49 @@ def show(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     return json.dumps(encode(value), sort_keys=True, ensure_ascii=False)
+
+
+# -- Firestore's storage limits ----------------------------------------------------------------------
+
+
+def document_size(path: str, fields: dict[str, Any]) -> int:
+    """A document's size as Firestore counts it against its 1 MiB limit (its storage-size rules:
+    name, field names, values, plus 32 bytes)."""
+    return _name_size(path) + _map_size(fields) + 32
+
+
+def _name_size(path: str) -> int:
+    return sum(len(part.encode("utf-8")) + 1 for part in path.split("/")) + 16
+
+
+def _map_size(fields: dict[str, Any]) -> int:
+    return sum(len(name.encode("utf-8")) + 1 + value_size(value) for name, value in fields.items())
+
+
+def value_size(value: Any) -> int:
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float, datetime)):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass")) + 1
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, GeoPoint):
+        return 16
+    if isinstance(value, Reference):
+        return _name_size(value.path)
+    if isinstance(value, (list, tuple)):
+        return sum(value_size(item) for item in value)
+    if isinstance(value, dict):
+        return _map_size(value)
+    return 0
+
+
+def nested_array(value: Any, inside: bool = False) -> bool:
+    """Whether an array sits directly inside an array somewhere in ``value`` (Firestore refuses it)."""
+    if isinstance(value, (list, tuple)):
+        return inside or any(nested_array(item, True) for item in value)
+    if isinstance(value, dict):
+        return any(nested_array(item) for item in value.values())
+    return False

@@ -29,7 +29,7 @@ def live(emulator, monkeypatch, request):
     from live import Live
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
-    project = "test-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    project = ("test-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]).rstrip("-")
     emulator.reset(project)
     yield Live(project)
     emulator.reset(project)
