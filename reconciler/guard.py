@@ -126,8 +126,9 @@ def _create_problems(spec: Spec, op: CreateDocumentOp, collection: str) -> Itera
         yield f"creates a document in {collection!r}; the spec creates only new weeks in {rule.collection!r}"
         return
     pair = f"{link.id}.{ACTION_PAIR}" if link else None
-    if set(op.rules) - {f"{rule.id}.{ACTION_NEW_WEEK}", pair} or f"{rule.id}.{ACTION_NEW_WEEK}" not in op.rules:
-        yield f"a create with rules {list(op.rules)}; the spec creates a document only as {rule.id}.{ACTION_NEW_WEEK}"
+    new_week = f"{rule.id}.{ACTION_NEW_WEEK}"
+    if set(op.rules) - {new_week, pair} or new_week not in op.rules:
+        yield f"a create with rules {list(op.rules)}; the spec creates a document only as {new_week}"
     if op.group not in (None, op.path) or (op.group is not None) != (pair in op.rules):
         yield "a create whose link group is not its own week"
     week = op.fields.get(rule.week_field)
@@ -262,10 +263,13 @@ class _SeriesIndex:
     def key_of(self, op: Op) -> tuple[Any, ...] | None:
         """The series key of the document an op writes: from a create's fields, or the fresh doc."""
         spec = self.spec
-        fields = op.fields if isinstance(op, CreateDocumentOp) else getattr(self.state.find(op.path), "fields",
-                                                                            None)
-        if fields is None:
-            return None
+        if isinstance(op, CreateDocumentOp):
+            fields = op.fields
+        else:
+            doc = self.state.find(op.path)
+            if doc is None:
+                return None
+            fields = doc.fields
         if op.path.partition("/")[0] == spec.series.collection:
             return tuple(fields.get(name) for name in spec.series.key)
         if spec.link is not None:

@@ -29,7 +29,8 @@ def live(emulator, monkeypatch, request):
     from live import Live
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
-    project = ("test-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]).rstrip("-")
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())
+    project = ("test-" + name)[:44].rstrip("-")  # a project ID never ends with a hyphen
     emulator.reset(project)
     yield Live(project)
     emulator.reset(project)
