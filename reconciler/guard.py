@@ -64,7 +64,7 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     ``state`` when the caller has them already (a plan made in this run); else computed here.
     Raises UnsafePlan when the plan holds an op the spec could never produce."""
     problems = [problem for group in plan.groups() for problem in never_derivable(spec, group)]
-    problems += _written_twice(plan.ops)
+    problems = list(dict.fromkeys(problems + _written_twice(plan.ops)))
     if problems:
         raise UnsafePlan(_refusal(problems))
     now = _groups(reconcile(spec, state)[0] if derived is None else derived)
