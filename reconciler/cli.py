@@ -8,6 +8,7 @@ traceback only with ``--debug``). Nothing here computes a plan or touches a stor
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import time
 import traceback
@@ -21,7 +22,8 @@ from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.plan import plan_bytes
 from reconciler.render import render_audit, render_plan, render_verification
 from reconciler.snapshot import write_atomically
-from reconciler.store import MAX_BATCH
+from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
+from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 FORMATS = click.Choice(["text", "json", "markdown"])
@@ -36,6 +38,10 @@ source_option = click.option("--source", required=True, metavar="SRC",
                                   "Credentials).")
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress output and no timing line on stderr.")
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+    help="How long any one call to Firestore may take, retries included, before the run stops with "
+         "one sentence (for apply: what was written so far, and that re-running is safe).")
 
 
 class _Exit(Exception):
@@ -63,6 +69,7 @@ class _Run:
 def _echo(text: str, err: bool = False) -> None:
     """Print, colouring marked lines on a terminal only."""
     stream = sys.stderr if err else sys.stdout
+    text = printable(text, newlines=True)  # the last line of defence: data never drives the terminal
     if not stream.isatty():
         click.echo(text, nl=False, err=err)
         return
@@ -116,13 +123,14 @@ def validate(spec_path: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format.")
 @quiet_option
-def audit(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
+@timeout_option
+def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change (phase 1).
 
     Counts documents, series members and their statuses, series and their missing weeks, link
     health (complete, half, dangling) and findings by code. Writes nothing.
     """
-    run = _Run(quiet)
+    run = _Run(quiet, timeout=timeout)
     report = commands.run_audit(spec_path, source, run.options)
     run.finish(f"audited {sum(report.collections.values())} documents")
     _echo(render_audit(report, fmt))
@@ -138,15 +146,16 @@ def audit(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
 @quiet_option
+@timeout_option
 def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool,
-         quiet: bool) -> None:
+         quiet: bool, timeout: float) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
     Reads each collection once and writes nothing to the source. The same spec and data give a
     byte-identical plan. The last line is the summary, e.g. "Plan: 691 to create, 36 to link, 1 to
     fill; 0 to delete, 0 to overwrite."
     """
-    run = _Run(quiet)
+    run = _Run(quiet, timeout=timeout)
     planned = commands.plan(spec_path, source, run.options)
     saved = plan_bytes(planned.plan) if out or fmt == "json" else b""
     if out:
@@ -181,9 +190,10 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link is never split across commits).")
 @quiet_option
+@timeout_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          quiet: bool) -> None:
+          quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     Each write carries a precondition: a create requires that the document does not exist, a fill
@@ -194,7 +204,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size)
+               batch_size=batch_size, timeout=timeout)
     if plan_file:
         if spec_path or source:
             raise click.UsageError("give either a saved PLAN or --spec and --source, not both")
@@ -243,13 +253,14 @@ def _confirm(changes: int, source: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="Output format of the drift report.")
 @quiet_option
-def check(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
+@timeout_option
+def check(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
 
     Exit 0 when converged (findings alone are not drift), 2 when the plan is not empty (the
     changes that would bring it back are listed), 1 on error. Writes nothing.
     """
-    run = _Run(quiet)
+    run = _Run(quiet, timeout=timeout)
     planned = commands.check(spec_path, source, run.options)
     run.finish(f"checked {_documents(planned.state)} documents")
     _echo(render_plan(planned.plan, fmt))
@@ -266,13 +277,14 @@ def check(spec_path: str, source: str, fmt: str, quiet: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The snapshot file to write.")
 @click.option("--spec", "spec_path", metavar="SPEC", help="Export only the collections SPEC reads.")
 @quiet_option
-def snapshot(source: str, out: str, spec_path: str | None, quiet: bool) -> None:
+@timeout_option
+def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout: float) -> None:
     """Export SRC's collections to a snapshot file (a backup, or offline planning input).
 
     Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
     bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
     """
-    run = _Run(quiet)
+    run = _Run(quiet, timeout=timeout)
     state = commands.snapshot(source, out, spec_path, run.options)
     run.finish(f"exported {_documents(state)} documents")
     counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
@@ -289,6 +301,10 @@ def schema() -> None:
     click.echo(json.dumps(spec_schema(), indent=2))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run, and turn every failure into one sentence and exit code 1."""
     args = sys.argv[1:] if argv is None else argv
@@ -297,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     # the cyclic collector would traverse them again and again (a third of a million-document
     # plan). Reference counting still frees everything; the process ends with the run.
     gc.disable()
+    # A stop request ends the run the way Ctrl-C does, so an apply closes its journal truthfully.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         cli.main(args=args, prog_name="reconcile", standalone_mode=False)
     except _Exit as stop:
@@ -313,12 +331,12 @@ def main(argv: list[str] | None = None) -> None:
     except ReconcileError as error:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {printable(str(error), newlines=True)}", err=True)
         sys.exit(EXIT_ERROR)
     except Exception as error:  # a bug: still one sentence unless --debug
         if debug:
             traceback.print_exc()
-        click.echo(f"error: internal error ({type(error).__name__}: {error}); re-run with --debug "
-                   "for the traceback and report it", err=True)
+        click.echo(f"error: internal error ({type(error).__name__}: {printable(str(error))}); re-run with "
+                   "--debug for the traceback and report it", err=True)
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK)

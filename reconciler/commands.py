@@ -28,7 +28,7 @@ from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
-from reconciler.store import MAX_BATCH, FirestoreStore
+from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.verify import Verification, verify
 
@@ -43,6 +43,7 @@ class Options:
     max_writes_per_second: float | None = None
     batch_size: int = MAX_BATCH
     journal_dir: Path = DEFAULT_DIRECTORY
+    timeout: float = DEFAULT_TIMEOUT
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -51,7 +52,8 @@ def open_store(source: str, options: Options | None = None) -> Store:
     options = options or Options()
     if source.startswith(FIRESTORE_SCHEME):
         return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
-                              max_writes_per_second=options.max_writes_per_second)
+                              max_writes_per_second=options.max_writes_per_second,
+                              timeout=options.timeout)
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "
                           "firestore://PROJECT[/DATABASE]")

@@ -15,7 +15,7 @@ from typing import Any
 from reconciler.audit import AuditReport
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
 from reconciler.plan import dumps_plan
-from reconciler.values import format_timestamp, show
+from reconciler.values import format_timestamp, printable, show
 from reconciler.verify import Verification
 
 # A pull-request comment must stay readable, and GitHub refuses one over 65,536 characters.
@@ -46,8 +46,8 @@ def _plan_text(plan: Plan) -> str:
         lines.append(f"Changes ({len(plan.ops)} document writes):")
         for group in plan.groups():
             if len(group) > 1 or group[0].group is not None:
-                lines.append(f"  link {group[0].group} <-> "
-                             + ", ".join(op.path for op in group if op.path != group[0].group))
+                lines.append(f"  link {printable(group[0].group or '')} <-> "
+                             + ", ".join(printable(op.path) for op in group if op.path != group[0].group))
                 lines.extend("  " + line for op in group for line in op_text(op))
             else:
                 lines.extend(op_text(group[0]))
@@ -64,9 +64,9 @@ def _plan_text(plan: Plan) -> str:
 def findings_text(findings: tuple[Finding, ...] | list[Finding]) -> list[str]:
     lines = [f"Findings ({len(findings)}; left untouched, see docs/findings.md):"]
     for finding in findings:
-        series = f"  [{finding.series}]" if finding.series else ""
-        lines.append(f"  ! {finding.code}  {finding.path}{series}")
-        lines.append(f"      {finding.message}")
+        series = f"  [{printable(finding.series)}]" if finding.series else ""
+        lines.append(f"  ! {finding.code}  {printable(finding.path)}{series}")
+        lines.append(f"      {printable(finding.message)}")
     return lines
 
 
@@ -77,17 +77,17 @@ def op_text(op: Op) -> list[str]:
 
 @op_text.register
 def _(op: CreateDocumentOp) -> list[str]:
-    fields = ", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items()))
-    return [f"  + create {op.path}  ({', '.join(op.rules)})", f"      {fields}"]
+    fields = ", ".join(f"{printable(name)}={show(value)}" for name, value in sorted(op.fields.items()))
+    return [f"  + create {printable(op.path)}  ({printable(', '.join(op.rules))})", f"      {fields}"]
 
 
 @op_text.register
 def _(op: FillFieldsOp) -> list[str]:
-    lines = [f"  ~ fill   {op.path}  ({', '.join(op.rules)})"]
+    lines = [f"  ~ fill   {printable(op.path)}  ({printable(', '.join(op.rules))})"]
     changes = [(f.field, show(f.before), show(f.value)) for f in op.fills]
     if op.transition:
         changes.append((op.transition.field, show(op.transition.before), show(op.transition.to)))
-    lines.extend(f"      {name}: {before} -> {after}" for name, before, after in sorted(changes))
+    lines.extend(f"      {printable(name)}: {before} -> {after}" for name, before, after in sorted(changes))
     return lines
 
 
@@ -139,7 +139,7 @@ def _rows(rows, total: int, budget: list[int]) -> list[str]:
 
 
 def _cell(text: str) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
+    text = printable(text).replace("|", "\\|")
     return text if len(text) <= MARKDOWN_CELL else text[: MARKDOWN_CELL - 1] + "…"
 
 
@@ -193,17 +193,17 @@ def render_verification(verification: Verification, fmt: str) -> str:
     lines = ["Validation (re-read, re-diffed against the spec):"]
     lines += [f"  {name} {'.' * (28 - len(name))} {value}" for name, value in rows]
     for loss in (*v.key_values_lost, *v.other_values_lost):
-        lines.append(f"  ! lost: {loss.path}: {loss.detail}")
+        lines.append(f"  ! lost: {printable(loss.path)}: {printable(loss.detail)}")
     for path in v.links_broken:
-        lines.append(f"  ! link does not hold both ways: {path}")
+        lines.append(f"  ! link does not hold both ways: {printable(path)}")
     for result in v.skipped:
-        lines.append(f"  ! skipped {result.op.path}: {result.reason}")
+        lines.append(f"  ! skipped {printable(result.op.path)}: {printable(result.reason)}")
     if v.skipped:
         lines.append("  Skipped ops were not forced: the data changed since the plan. Re-run "
                      "`reconcile plan` to see what is still needed.")
     if v.changed_by_others:
         lines.append(f"  {len(v.changed_by_others)} document(s) this run did not write changed while it "
-                     "ran (another writer): " + ", ".join(v.changed_by_others[:5])
+                     "ran (another writer): " + ", ".join(map(printable, v.changed_by_others[:5]))
                      + (" …" if len(v.changed_by_others) > 5 else ""))
     if v.pending.ops:
         lines.append(f"  Still pending: {v.pending.summary.line()}")

@@ -319,8 +319,8 @@ def show(value: Any) -> str:
     if is_timestamp(value):
         return format_timestamp(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(encode(value), sort_keys=True, ensure_ascii=False)
+        return printable(json.dumps(value, ensure_ascii=False))
+    return printable(json.dumps(encode(value), sort_keys=True, ensure_ascii=False))
 
 
 # -- Firestore's storage limits ----------------------------------------------------------------------
@@ -367,3 +367,24 @@ def nested_array(value: Any, inside: bool = False) -> bool:
     if isinstance(value, dict):
         return any(nested_array(item) for item in value.values())
     return False
+
+
+# -- text for a terminal ----------------------------------------------------------------------------
+
+def printable(text: str, newlines: bool = False) -> str:
+    """``text`` with every control or format character (an ESC sequence, a carriage return, a
+    bidirectional override...) spelled as an escape, so data can never move a terminal's cursor or
+    forge a line; ``newlines`` keeps line breaks, for multi-line messages the tool wrote itself."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char == "\n" and newlines:
+            out.append(char)
+        elif not char.isprintable() and char != " ":
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
