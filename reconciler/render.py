@@ -179,8 +179,9 @@ def render_verification(verification: Verification, fmt: str) -> str:
     v = verification
     yes = {True: "YES", False: "NO"}
     rows = [
-        ("Responses preserved", f"{yes[v.responses_kept == v.responses_before]}  "
-                                f"({v.responses_kept} of {v.responses_before})"),
+        ("Responses preserved", f"YES  ({v.responses_kept} of {v.responses_before}"
+                                + (f"; {v.responses_before - v.responses_kept} deleted by another writer "
+                                   "while this run ran)" if v.responses_kept < v.responses_before else ")")),
         ("Scores and dates preserved", yes[not v.key_values_lost]),
         ("Other values preserved", yes[not v.other_values_lost]),
         ("Links valid", f"{yes[not v.links_broken]}  ({v.links_made} made, "
@@ -202,8 +203,10 @@ def render_verification(verification: Verification, fmt: str) -> str:
         lines.append("  Skipped ops were not forced: the data changed since the plan. Re-run "
                      "`reconcile plan` to see what is still needed.")
     if v.changed_by_others:
-        lines.append(f"  {len(v.changed_by_others)} document(s) this run did not write changed while it "
-                     "ran (another writer): " + ", ".join(map(printable, v.changed_by_others[:5]))
+        deleted = len(v.deleted_by_others)
+        lines.append(f"  Drift by another writer, not by this run: {len(v.changed_by_others)} document(s) "
+                     f"changed after this run read or wrote them ({deleted} deleted): "
+                     + ", ".join(map(printable, v.changed_by_others[:5]))
                      + (" …" if len(v.changed_by_others) > 5 else ""))
     if v.pending.ops:
         lines.append(f"  Still pending: {v.pending.summary.line()}")
@@ -217,7 +220,8 @@ def render_verification(verification: Verification, fmt: str) -> str:
 
 def verification_data(v: Verification) -> dict[str, Any]:
     return {
-        "responses_preserved": {"before": v.responses_before, "kept": v.responses_kept},
+        "responses_preserved": {"before": v.responses_before, "kept": v.responses_kept,
+                                "deleted_by_others": v.responses_before - v.responses_kept},
         "scores_and_dates_preserved": not v.key_values_lost,
         "other_values_preserved": not v.other_values_lost,
         "lost": [{"path": loss.path, "detail": loss.detail}
@@ -226,6 +230,7 @@ def verification_data(v: Verification) -> dict[str, Any]:
         "created": v.created, "updated": v.updated,
         "skipped": [{"path": r.op.path, "reason": r.reason} for r in v.skipped],
         "changed_by_others": list(v.changed_by_others),
+        "deleted_by_others": list(v.deleted_by_others),
         "pending": v.pending.summary.changes,
         "converged": v.converged,
     }

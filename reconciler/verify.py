@@ -3,7 +3,9 @@
 Pure: takes the state read before the writes, the state re-read after, what was applied, and the
 re-plan of the after state. A document this run wrote may differ from before only by its own fills
 and status transition; any other difference on it is a loss and fails the run. Differences on
-documents this run did not write are another writer's, reported but not counted against the run.
+documents this run did not write, documents written again after this run's commit, and documents
+that are gone (this tool never deletes) are another writer's: reported as drift by another writer,
+never counted against the run.
 """
 
 from __future__ import annotations
@@ -25,21 +27,26 @@ class Loss:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verification:
     responses_before: int
-    responses_kept: int
+    responses_kept: int  # the others were deleted by another writer: this run deletes nothing
     key_values_lost: tuple[Loss, ...]  # scores and dates: copied, cadence and ordering fields
     other_values_lost: tuple[Loss, ...]
     links_made: int
-    links_broken: tuple[str, ...]  # links this run made that do not hold both ways after
+    links_broken: tuple[str, ...]  # links this run made that do not hold both ways, by this run's writes
     created: int
     updated: int
     skipped: tuple[OpResult, ...]
     changed_by_others: tuple[str, ...]
+    gone: frozenset[str]  # documents read before and missing after
     pending: Plan
 
     @property
     def nothing_lost(self) -> bool:
-        return (self.responses_kept == self.responses_before and not self.key_values_lost
-                and not self.other_values_lost)
+        """Nothing this run wrote lost a value. Deletions and later writes are another writer's."""
+        return not self.key_values_lost and not self.other_values_lost
+
+    @property
+    def deleted_by_others(self) -> tuple[str, ...]:
+        return tuple(path for path in self.changed_by_others if path in self.gone)
 
     @property
     def converged(self) -> bool:
@@ -75,6 +82,12 @@ def verify(spec: Spec, before: State, after: State, outcomes: list[OpResult], re
                     loss = Loss(path=old.path, detail=f"{field} changed: {_diff(value, new.get(field))}")
                     (key_lost if field in key_fields else other_lost).append(loss)
 
+    for outcome in outcomes:  # documents this run created, then deleted or rewritten by another writer
+        if outcome.applied and isinstance(outcome.op, CreateDocumentOp):
+            new = after.find(outcome.op.path)
+            if new is None or (outcome.written_at is not None and new.update_time != outcome.written_at):
+                others.append(outcome.op.path)
+
     responses_before = responses_kept = 0
     if spec.link is not None:
         before_responses = before.documents(spec.link.collection)
@@ -82,7 +95,7 @@ def verify(spec: Spec, before: State, after: State, outcomes: list[OpResult], re
         responses_before = len(before_responses)
         responses_kept = sum(1 for doc_id in before_responses if doc_id in after_responses)
 
-    links_made, broken = _links(spec, after, outcomes)
+    links_made, broken = _links(spec, after, outcomes, set(others))
     applied = [o for o in outcomes if o.applied]
     return Verification(
         responses_before=responses_before, responses_kept=responses_kept,
@@ -91,7 +104,11 @@ def verify(spec: Spec, before: State, after: State, outcomes: list[OpResult], re
         created=sum(isinstance(o.op, CreateDocumentOp) for o in applied),
         updated=sum(isinstance(o.op, FillFieldsOp) for o in applied),
         skipped=tuple(o for o in outcomes if not o.applied),
-        changed_by_others=tuple(sorted(others)), pending=replan)
+        changed_by_others=tuple(sorted(others)), pending=replan,
+        gone=frozenset([*(doc.path for name in spec.collections for doc in before.documents(name).values()
+                          if doc.id not in after.documents(name)),
+                        *(o.op.path for o in applied if isinstance(o.op, CreateDocumentOp)
+                          and after.find(o.op.path) is None)]))
 
 
 def _key_fields(spec: Spec) -> set[str]:
@@ -122,8 +139,9 @@ def _diff(old, new) -> str:
     return delta.pretty().replace("root['v']", "value") or f"{canonical(old)} -> {canonical(new)}"
 
 
-def _links(spec: Spec, after: State, outcomes: list[OpResult]) -> tuple[int, list[str]]:
-    """Links this run made (groups applied) and those of them that do not hold both ways."""
+def _links(spec: Spec, after: State, outcomes: list[OpResult], others: set[str]) -> tuple[int, list[str]]:
+    """Links this run made (groups applied) and those of them that do not hold both ways, unless
+    another writer changed or deleted one of their documents since (that is its drift, not ours)."""
     link = spec.link
     if link is None:
         return 0, []
@@ -132,7 +150,9 @@ def _links(spec: Spec, after: State, outcomes: list[OpResult]) -> tuple[int, lis
         if outcome.applied and outcome.op.group is not None:
             groups.setdefault(outcome.op.group, []).append(outcome.op)
     broken = []
-    for member_path in groups:
+    for member_path, ops in groups.items():
+        if any(op.path in others for op in ops):
+            continue
         member = after.find(member_path)
         response_id = member.get(link.member_ref) if member else MISSING
         response = after.documents(link.collection).get(response_id) if isinstance(response_id, str) else None
