@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from builders import A, CHECKINS, DEMO, R, checkins, reconcile
+from builders import CHECKINS, DEMO, A, R, checkins, reconcile
 
 from reconciler.errors import PlanFileError, UnsafePlan
 from reconciler.guard import admit
@@ -44,7 +44,8 @@ def admitted_ops(admission) -> list:
     return [op for group in admission.groups for op in group]
 
 
-def first(kind: str, *, grouped: bool | None = None, collection: str | None = None, rule: str | None = None) -> int:
+def first(kind: str, *, grouped: bool | None = None, collection: str | None = None,
+          rule: str | None = None) -> int:
     """The index of the first op of the demo plan of this shape."""
     for index, op in enumerate(data_of(PLAN)["ops"]):
         if op["op"] != kind or (grouped is not None and (op["group"] is not None) != grouped):
@@ -91,7 +92,8 @@ MUTATIONS = {
     "group removed": _set("group", None),
     "group moved": _set("group", f"{A}/another-group"),
     "value changed": _fields(lambda f: f.update(value=0) if "value" in f else f.update(clientId="c99")),
-    "field renamed": _fields(lambda f: f.update(field="coachNote") if "field" in f else f.update(coachNote="x")),
+    "field renamed": _fields(lambda f: f.update(field="coachNote") if "field" in f
+                             else f.update(coachNote="x")),
     "field dropped": lambda op: op["fills"].pop() if "fills" in op else op["fields"].pop("status", None),
     "field added": lambda op: op["fills"].append({"field": "score", "value": 0, "before": None,
                                                   "rule": "link.pair"}) if "fills" in op
@@ -200,7 +202,8 @@ def test_a_week_the_app_created_since_the_plan_is_skipped_not_refused():
     create = _op(SHAPES["create"])
     taken = Document(A, create.path.split("/")[1], dict(create.fields), LATER)
     admission = admit(SPEC, PLAN, _with(STATE, taken))
-    assert [(r.op.path, r.reason) for r in admission.skipped] == [(create.path, "the document already exists")]
+    assert [(r.op.path, r.reason) for r in admission.skipped] == [
+        (create.path, "the document already exists")]
 
 
 def test_a_new_response_in_a_series_makes_its_changed_groups_stale_not_refused():
@@ -239,7 +242,8 @@ def tamper(plan_file, how: str, current: State) -> None:
         ops.append({"op": "fill_fields", "path": f"{A}/{path}", "rules": ["link.pair"], "group": None,
                     "precondition": {"update_time": {"$timestamp": doc.update_time.isoformat().replace(
                         "+00:00", "Z")}},
-                    "fills": [{"field": "score", "value": 0, "before": None, "rule": "link.complete_half_link"}],
+                    "fills": [{"field": "score", "value": 0, "before": None,
+                               "rule": "link.complete_half_link"}],
                     "transition": None})
     elif how == "status":
         member["transition"]["to"] = "archived"
@@ -249,7 +253,8 @@ def tamper(plan_file, how: str, current: State) -> None:
         ops.append({"op": "create_document", "path": f"{how}/planted", "rules": ["series.new_week"],
                     "group": None, "precondition": {"exists": False}, "fields": {"x": 1}})
     elif how == "half":
-        data["ops"] = [op for op in ops if not (op["group"] == member["group"] and op["path"] != member["path"])]
+        data["ops"] = [op for op in ops
+                       if not (op["group"] == member["group"] and op["path"] != member["path"])]
     plan_file.write_text(json.dumps(data))
 
 

@@ -40,7 +40,8 @@ def test_responses_deleted_by_another_writer_are_its_drift_not_a_loss_by_this_ru
     assert verification.links_broken == ()
     text = render_verification(verification, "text")
     assert "VALUES WERE LOST" not in text
-    assert "Responses preserved ......... YES  (1 of 3; 2 deleted by another writer while this run ran)" in text
+    assert ("Responses preserved ......... YES  (1 of 3; 2 deleted by another writer while this run ran)"
+            in text)
     assert "Drift by another writer, not by this run: 2 document(s)" in text
     assert verification_data(verification)["deleted_by_others"] == [f"{R}/r1", f"{R}/r9"]
 
