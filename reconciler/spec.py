@@ -363,9 +363,7 @@ def _shorten(text: str, limit: int) -> str:
 
 def _quote(value: Any) -> str:
     """A value from the file, quoted and escaped like a Python literal, shortened past 40 characters."""
-    if isinstance(value, str) and len(value) > 40:
-        return repr(value[:37]) + "..."
-    return _shorten(repr(value), 40)
+    return _shorten(repr(value[:40] if isinstance(value, str) else value), 40)
 
 
 def _tag_problem(tag: str) -> str:
