@@ -308,6 +308,8 @@ def _explain(error: jsonschema.ValidationError) -> str:
         for key in extra:
             close = difflib.get_close_matches(key, allowed, n=1)
             words.append(f"unknown key {_quote(key)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if len(words) > 3:
+            words = [*words[:3], f"and {len(words) - 3} more"]
         return f"{path}: " + "; ".join(words) + f"; allowed keys: {', '.join(allowed)}"
     if keyword == "enum":
         options = [str(option) for option in sub["enum"]]
@@ -327,6 +329,9 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return f"{path} must have at least {sub['minItems']} item(s)"
     if keyword == "minLength":
         return f"{path} must not be empty"
+    if keyword == "maxLength":
+        return (f"{path} is {len(error.instance):,} characters long, more than the "
+                f"{sub['maxLength']:,} allowed")
     if keyword == "pattern":
         return f"{path} {_yaml_value(error.instance)} does not match {sub['pattern']}"
     return f"{path}: {_shorten(error.message, 120)}"
@@ -364,6 +369,13 @@ def _shorten(text: str, limit: int) -> str:
 def _quote(value: Any) -> str:
     """A value from the file, quoted and escaped like a Python literal, shortened past 40 characters."""
     return _shorten(repr(value[:40] if isinstance(value, str) else value), 40)
+
+
+def _names(names: Any) -> str:
+    """Names from the file, as a short list: each shortened, at most five."""
+    names = list(names)
+    shown = ", ".join(_shorten(str(name), 40) for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _tag_problem(tag: str) -> str:
@@ -483,7 +495,7 @@ class _Semantics:
         targets = [target for _, target in pairs]
         if sorted(targets) != sorted(series.key) or len(set(targets)) != len(targets):
             self.problem((*where, "key"), f"the link key must name each series key field once "
-                         f"({', '.join(series.key)}), found {', '.join(targets)}")
+                         f"({_names(series.key)}), found {_names(targets)}")
         order = {name: index for index, name in enumerate(series.key)}
         pairs.sort(key=lambda pair: order.get(pair[1], len(order)))
         if rule["member_ref"] == rule["response_ref"] and rule["collection"] == series.collection:
@@ -512,7 +524,7 @@ class _Semantics:
     def _fills(self, rule: dict[str, Any], where: Where) -> FillsRule:
         fields = rule["fields"]
         for collection, names in fields.items():
-            self._distinct((*where, "fields", collection), names, f"allowed fills of {collection}")
+            self._distinct((*where, "fields", collection), names, f"allowed fills of {_quote(collection)}")
         return FillsRule(id=rule["id"], fields=tuple((c, tuple(n)) for c, n in fields.items()))
 
     def _cross_checks(self, series: SeriesRule, cadence: CadenceRule, new_week: NewWeekRule,
@@ -553,13 +565,14 @@ class _Semantics:
             needed.append((link.collection, link.response_ref, "link.response_ref"))
         for collection, name, reason in needed:
             if not fills.allows(collection, name):
-                self.problem(fills_where, f"{reason} fills {collection}.{name}, but it is not an "
-                             f"allowed fill; add {_quote(name)} to `{collection}:` in allowed_fills")
+                self.problem(fills_where, f"{reason} fills {_shorten(collection, 40)}.{_shorten(name, 40)}, "
+                             f"but it is not an allowed fill; add {_quote(name)} to "
+                             f"`{_shorten(collection, 40)}:` in allowed_fills")
         writable = {series.collection} | ({link.collection} if link else set())
         for collection, _ in fills.fields:
             if collection not in writable:
                 self.problem((*fills_where, collection), f"{_quote(collection)} is not a collection this "
-                             f"spec writes ({', '.join(sorted(writable))}); remove it")
+                             f"spec writes ({_names(sorted(writable))}); remove it")
         for index, name in enumerate(reference):
             if name in writable:
                 self.problem(("reference", index), f"{_quote(name)} is written by a rule; reference "
