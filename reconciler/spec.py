@@ -139,7 +139,7 @@ class _Document:
     text: str
     marks: dict[Where, tuple[int, int]] = None  # type: ignore[assignment]
     built: int = 0  # nodes built, counting each visit through an alias
-    open: set[int] = None  # type: ignore[assignment]  # the nodes being built: the current path
+    building: set[int] = None  # type: ignore[assignment]  # ids of the nodes on the current path
 
     def where(self, path: Where) -> str:
         """``file:line:col`` of the deepest node along ``path`` that exists."""
@@ -152,7 +152,7 @@ class _Document:
     def load(self) -> Any:
         self.marks = {}
         self.built = 0
-        self.open = set()
+        self.building = set()
         loader = None
         try:
             loader = _BoundedLoader(self.text)
@@ -199,10 +199,10 @@ class _Document:
         wanted = _YAML + ("map" if isinstance(node, yaml.MappingNode) else "seq")
         if node.tag != wanted:
             raise SpecError([f"{self._place(node.start_mark)}: {_tag_problem(node.tag)}"])
-        if id(node) in self.open:
+        if id(node) in self.building:
             raise SpecError([f"{self._place(at)}: this alias refers to a node that contains it, which "
                              "never ends; write the values out"])
-        self.open.add(id(node))
+        self.building.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(loader, node, path, via)
@@ -210,7 +210,7 @@ class _Document:
             return [self._build(loader, item, (*path, index), via or aliases.get((id(node), index)))
                     for index, item in enumerate(node.value)]
         finally:
-            self.open.discard(id(node))
+            self.building.discard(id(node))
 
     def _mapping(self, loader: _BoundedLoader, node: yaml.MappingNode, path: Where,
                  via: yaml.Mark | None) -> dict[str, Any]:
