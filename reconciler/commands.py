@@ -20,6 +20,7 @@ from reconciler.errors import (
     ServerLost,
     SourceError,
 )
+from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
 from reconciler.kernel import projection
@@ -87,12 +88,16 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
 def load_plan(path: str) -> tuple[Plan, Spec]:
     """A saved plan and the spec it carries, checked against the hash it was made with."""
     try:
-        text = Path(path).read_text("utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         raise PlanFileError(f"{path}: plan file not found; write one with "
                             "`reconcile plan --spec SPEC --source SRC --out FILE`") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PlanFileError(f"{path}: cannot read the plan file ({error})") from error
+    except FileProblem as problem:
+        raise PlanFileError(f"{path}: {problem}; give the plan file `reconcile plan --out` wrote") from None
+    except UnicodeDecodeError as error:
+        raise PlanFileError(f"{path}: not a plan file: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise PlanFileError(f"{path}: cannot read the plan file ({error.strerror})") from error
     saved = loads_plan(text, path)
     spec = parse_spec(saved.spec_text.encode("utf-8"), saved.spec_path)
     if spec.sha256 != saved.spec_sha256:

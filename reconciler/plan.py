@@ -247,10 +247,16 @@ def _op(raw: Any, place: Place) -> Op:
     if transition is not None and group is None:
         raise _Malformed((*place, "transition"), "is only made together with a link, but group is null")
     try:
-        return FillFieldsOp(path=path, update_time=update_time, fills=fills, transition=transition,
-                            group=group)
+        built = FillFieldsOp(path=path, update_time=update_time, fills=fills, transition=transition,
+                             group=group)
     except ValueError as error:  # the model's own checks; the ones above come first
         raise _Malformed(place, _printable(_shorten(str(error), 120)), sentence=True) from None
+    if rules != built.rules:
+        # A fill's rules are those of its fills and transition; a file that says otherwise would
+        # show a reviewer rules that are not the ones applied.
+        raise _Malformed((*place, "rules"), f"must be {list(built.rules)}, the rules of its fills and "
+                         "transition")
+    return built
 
 
 def _each_document_once(ops: tuple[Op, ...]) -> None:

@@ -494,3 +494,13 @@ def test_cli_refuses_a_plan_whose_rules_are_not_strings(tmp_path):
     result, _ = run("apply", out)
     assert_one_sentence(result, f"{out}: ops[{index}].rules[0] must be a string, found 1")
     assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_cli_refuses_a_plan_file_that_is_not_a_regular_file_at_once(tmp_path, kind):
+    path = {"fifo": tmp_path / "plan.json", "device": Path("/dev/zero"), "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    result, seconds = run("apply", path)
+    assert_one_sentence(result, f"{path}: is a", "not a regular file" if kind != "directory" else "directory")
+    assert seconds < 20

@@ -168,8 +168,11 @@ def test_a_fill_over_a_value_with_the_documents_real_update_time_is_refused():
 def test_a_second_write_to_one_document_is_refused():
     data = data_of(PLAN)
     data["ops"].append(copy.deepcopy(data["ops"][SHAPES["create"]]))
+    with pytest.raises(PlanFileError, match="a plan writes each document once"):
+        reload(data)  # the reader refuses it; the guard would too, for a plan built in memory
+    twice = replace(PLAN, ops=(*PLAN.ops, PLAN.ops[SHAPES["create"]]))
     with pytest.raises(UnsafePlan, match="written by two ops"):
-        admit(SPEC, reload(data), STATE)
+        admit(SPEC, twice, STATE)
 
 
 # -- stale, not tampered: the data changed since the plan ---------------------------------------------
