@@ -242,11 +242,11 @@ def tamper(plan_file, how: str, current: State) -> None:
         path = next(p for p, doc in current.collections[A].items() if doc.get("score") not in (None, "")
                     and doc.update_time is not None)
         doc = current.collections[A][path]
-        ops.append({"op": "fill_fields", "path": f"{A}/{path}", "rules": ["link.pair"], "group": None,
+        ops.append({"op": "fill_fields", "path": f"{A}/{path}", "rules": ["link.pair"],
+                    "group": f"{A}/{path}",
                     "precondition": {"update_time": {"$timestamp": doc.update_time.isoformat().replace(
                         "+00:00", "Z")}},
-                    "fills": [{"field": "score", "value": 0, "before": None,
-                               "rule": "link.complete_half_link"}],
+                    "fills": [{"field": "score", "value": 0, "before": None, "rule": "link.pair"}],
                     "transition": None})
     elif how == "status":
         member["transition"]["to"] = "archived"
