@@ -1,0 +1,56 @@
+"""What the tool leaves behind and prints: private files, and data that never drives a terminal."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from builders import CHECKINS, DEMO, R, reconcile
+
+from reconciler.model import Document
+from reconciler.snapshot import SnapshotStore, snapshot_bytes
+
+HOSTILE = "evil\x1b[2K\rforged line\u202e\x07"
+
+
+def hostile_snapshot(tmp_path):
+    state = SnapshotStore(DEMO).read()
+    hostile = Document(R, HOSTILE, {"clientId": f"c-{HOSTILE}", "formId": "f", "recurringWeek": 1,
+                                    "score": 1, "submittedAt": datetime(2025, 1, 1, tzinfo=UTC)})
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    collections[R][HOSTILE] = hostile
+    path = tmp_path / "hostile.json"
+    path.write_bytes(snapshot_bytes(replace(state, source="", collections=collections)))
+    return path
+
+
+def test_control_characters_from_data_are_escaped_in_every_text_output(tmp_path):
+    source = hostile_snapshot(tmp_path)
+    for args in (("plan", "--spec", CHECKINS, "--source", source),
+                 ("plan", "--spec", CHECKINS, "--source", source, "--format", "markdown"),
+                 ("check", "--spec", CHECKINS, "--source", source),
+                 ("audit", "--spec", CHECKINS, "--source", source)):
+        run = reconcile(*args)
+        assert run.returncode in (0, 2), run.stderr
+        for text in (run.stdout, run.stderr):
+            assert not any(char in text for char in "\x1b\r\x07\u202e"), (args, text[:200])
+    plan = reconcile("plan", "--spec", CHECKINS, "--source", source).stdout
+    assert "evil\\x1b[2K\\x0dforged line\\u202e\\x07" in plan  # shown, escaped, on one line
+
+
+def test_journals_plans_and_exports_are_private(tmp_path):
+    source = tmp_path / "demo.json"
+    source.write_bytes(DEMO.read_bytes())
+    plan_file = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", source, "--out", plan_file).returncode == 0
+    journal_dir = tmp_path / "journals" / "nested"
+    applied = reconcile("apply", plan_file, "--journal-dir", journal_dir)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    [journal] = journal_dir.glob("*.jsonl")
+    export = tmp_path / "export.json"
+    assert reconcile("snapshot", "--source", source, "--out", export).returncode == 0
+    assert stat.S_IMODE(plan_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600
