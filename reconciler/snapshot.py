@@ -26,6 +26,7 @@ from typing import IO, Any
 import orjson
 
 from reconciler.errors import FormatVersionError, SourceError
+from reconciler.files import FileProblem, open_regular
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
@@ -64,11 +65,11 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
     name the file and the line or the document."""
     where = str(path)
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        handle = open_regular(path)
     except FileNotFoundError:
         raise SourceError(f"{path}: snapshot file not found") from None
-    except OSError as error:
-        raise SourceError(f"{path}: cannot read the snapshot file ({error.strerror})") from error
+    except FileProblem as problem:
+        raise SourceError(f"{path}: {problem}") from problem
     wanted = None if collections is None else set(collections)
     with handle:
         first = handle.readline()

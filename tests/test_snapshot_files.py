@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,17 +26,14 @@ from reconciler.values import decode_fields
 A = "check_in_assignments"
 
 
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 
 def identity(path: Path) -> tuple[int, ...]:
     """What a replace or a write would change about a name (not its access time)."""
     seen = os.lstat(path)
     return (seen.st_ino, seen.st_mode, seen.st_size, seen.st_mtime_ns, seen.st_nlink)
-
 
 
 def written(tmp_path: Path, *docs, name: str = "s.json") -> Path:
@@ -45,13 +43,11 @@ def written(tmp_path: Path, *docs, name: str = "s.json") -> Path:
     return path
 
 
-
 def line_number(path: Path, starts: str, occurrence: int = 1) -> int:
     """The 1-based number of the ``occurrence``-th line of ``path`` that starts with ``starts``."""
     found = [number for number, line in enumerate(path.read_text().splitlines(), start=1)
              if line.startswith(starts)]
     return found[occurrence - 1]
-
 
 
 def refusal(path: Path) -> str:
@@ -62,13 +58,11 @@ def refusal(path: Path) -> str:
     return message
 
 
-
 def one_sentence_exit_1(run: subprocess.CompletedProcess) -> str:
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     return run.stderr
-
 
 
 HAND_MADE = """{{
@@ -83,12 +77,10 @@ HAND_MADE = """{{
 """
 
 
-
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, [1, 2**70], {"x": {"y": 2**64}}])
 def test_values_refuse_an_integer_beyond_64_bits(value):
     with pytest.raises(ValueError, match=r"fields\.v.*64-bit"):
         decode_fields({"v": value}, "fields")
-
 
 
 def quick(*args: object) -> subprocess.CompletedProcess:
@@ -98,13 +90,28 @@ def quick(*args: object) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_source_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    if kind == "fifo":
+        source = tmp_path / "pipe"
+        os.mkfifo(source)
+    elif kind == "device":
+        source = Path("/dev/zero")
+    else:
+        source = tmp_path / "dir.json"
+        source.mkdir()
+    started = time.monotonic()
+    stderr = one_sentence_exit_1(quick("plan", "--spec", CHECKINS, "--source", source))
+    assert time.monotonic() - started < 30
+    assert f"{source}: is " in stderr and {"fifo": "FIFO", "device": "device",
+                                           "directory": "directory"}[kind] in stderr
+
 
 @pytest.fixture
 def demo(tmp_path) -> Path:
     copy = tmp_path / "demo.json"
     shutil.copyfile(DEMO, copy)
     return copy
-
 
 
 def inputs_of(demo: Path, tmp_path: Path) -> dict[str, Path]:
