@@ -16,6 +16,7 @@ file instead of holding its whole parse in memory; any other layout of the same 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -36,16 +37,25 @@ FORMAT_VERSION = "1.0"
 _COLLECTIONS_OPEN = b'"collections":{'
 
 
-def check_format_version(data: dict[str, Any], where: str, expected_format: str, supported: str) -> None:
-    """Reject another kind of file or an unknown major version; accept any minor version."""
-    kind = data.get("format")
-    if kind != expected_format:
-        raise FormatVersionError(f"{where}: not a {expected_format} file (format is {kind!r})")
+def check_format_version(data: Any, where: str, expected_format: str, supported: str,
+                         how_to_make: str = "") -> None:
+    """Reject another kind of file or an unknown major version; accept any minor version.
+
+    Says nothing of what another kind of file holds: it may be anything, secrets included."""
+    if type(data) is not dict or data.get("format") != expected_format:
+        raise FormatVersionError(f"{where}: not a {expected_format} file{how_to_make}")
     version = data.get("format_version")
-    if not isinstance(version, str) or version.split(".")[0] != supported.split(".")[0]:
+    major = supported.split(".")[0]
+    if not isinstance(version, str) or version.split(".")[0] != major:
+        said = repr(version) + " " if isinstance(version, str) and _VERSION.fullmatch(version) else ""
         raise FormatVersionError(
-            f"{where}: format_version {version!r} is not supported (this build reads "
-            f"{supported.split('.')[0]}.x); upgrade checkin-reconciler or re-export the file")
+            f"{where}: format_version {said}is not supported (this build reads {major}.x); upgrade "
+            "checkin-reconciler or re-export the file")
+
+
+_VERSION = re.compile(r"\d{1,6}(\.\d{1,6}){0,3}")
+_HOW_TO_MAKE = (f' (a snapshot file is a JSON object with "format": "{FORMAT}", written by '
+                "`reconcile snapshot --source SRC --out FILE`)")
 
 
 def loads_json(raw: bytes | str, where: str) -> Any:
@@ -76,7 +86,7 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
         if not first.rstrip().endswith(_COLLECTIONS_OPEN):
             return decode_snapshot(loads_json(first + handle.read(), where), where, wanted, projection)
         header = loads_json(first.rstrip() + b"}}", f"{where}:1")
-        check_format_version(header, where, FORMAT, FORMAT_VERSION)
+        check_format_version(header, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
         try:
             read_time = decode(header.get("read_time"), "read_time")
             docs = _stream_documents(handle, where, wanted, projection)
@@ -93,9 +103,7 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
 def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
                     projection: Projection | None = None) -> State:
     """A whole parsed snapshot (any layout) → State."""
-    if not isinstance(data, dict):
-        raise SourceError(f"{where}: a snapshot must be a JSON object")
-    check_format_version(data, where, FORMAT, FORMAT_VERSION)
+    check_format_version(data, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
     collections_data = data.get("collections")
     if not isinstance(collections_data, dict):
         raise SourceError(f"{where}: 'collections' must be an object of collection → documents")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, ROOT, WORKDIR, state
+from builders import CHECKINS, DEMO, ROOT, WORKDIR, reconcile, state
 
 from reconciler.errors import SourceError
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
@@ -81,6 +81,22 @@ HAND_MADE = """{{
 def test_values_refuse_an_integer_beyond_64_bits(value):
     with pytest.raises(ValueError, match=r"fields\.v.*64-bit"):
         decode_fields({"v": value}, "fields")
+
+
+@pytest.mark.parametrize("content", [
+    '{"format": "SECRET-token-123", "collections": {}}',
+    '{"format": "SECRET-token-123", "format_version": "1.0", "collections":{\n}}\n',
+    '{"SECRET-token-123": 1, "SECRET-token-123": 2}',
+    '["SECRET-token-123"]',
+    '"SECRET-token-123"',
+    '{"users": {"SECRET-token-123": {"password": "hunter2"}}}',
+])
+def test_a_json_file_that_is_not_a_snapshot_is_not_echoed(tmp_path, content):
+    path = tmp_path / "other.json"
+    path.write_text(content)
+    stderr = one_sentence_exit_1(reconcile("plan", "--spec", CHECKINS, "--source", path))
+    assert "SECRET" not in stderr and "hunter2" not in stderr
+    assert "not a reconcile-snapshot file" in stderr and "reconcile snapshot" in stderr
 
 
 def quick(*args: object) -> subprocess.CompletedProcess:
