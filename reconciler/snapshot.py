@@ -15,6 +15,8 @@ file instead of holding its whole parse in memory; any other layout of the same 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tempfile
@@ -66,6 +68,13 @@ def loads_json(raw: bytes | str, where: str) -> Any:
 
 
 # -- reading -----------------------------------------------------------------------------------------
+# orjson is the parser: fast, and it refuses what JSON refuses. It also reads a repeated key as its
+# last copy and an integer beyond 64 bits as a float, silently; a file rewritten from that read
+# would lose the other copy or change the number. So a document line is taken from orjson only when
+# orjson writes its parse back to the line's own bytes, as it does for every line the writer wrote:
+# a repeated key comes back once and a big integer as a float, so neither passes. (Keys come back
+# in the order read, so no sorting is needed.) Any other line is parsed again by the strict parser
+# below, which refuses a repeated key and reads integers exactly.
 
 
 def read_snapshot(path: Path, collections: Iterable[str] | None = None,
@@ -84,20 +93,56 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
     with handle:
         first = handle.readline()
         if not first.rstrip().endswith(_COLLECTIONS_OPEN):
-            return decode_snapshot(loads_json(first + handle.read(), where), where, wanted, projection)
-        header = loads_json(first.rstrip() + b"}}", f"{where}:1")
+            return _read_whole(first + handle.read(), where, wanted, projection)
+        header = _line_json(first.rstrip() + b"}}")
+        if header is None:
+            handle.seek(0)
+            return _read_whole(handle.read(), where, wanted, projection)
         check_format_version(header, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
         try:
+            header = _strict_json(first.rstrip() + b"}}")
             read_time = decode(header.get("read_time"), "read_time")
             docs = _stream_documents(handle, where, wanted, projection)
-        except ValueError as error:
+        except _RepeatedKey as repeated:
+            raise SourceError(f"{where}:1: {repeated.sentence()}") from None
+        except _RepeatedDocument as repeated:
+            first_line = _line_of(handle, repeated.collection, repeated.doc_id)
+            raise SourceError(f"{where}: {repeated.sentence(first_line)}") from None
+        except (ValueError, RecursionError) as error:
             raise SourceError(f"{where}: {error}") from error
         except _NotStreamable:
             # Edited by hand after the writer made it: valid JSON, other lines. Read it whole.
             handle.seek(0)
-            return decode_snapshot(loads_json(handle.read(), where), where, wanted, projection)
+            return _read_whole(handle.read(), where, wanted, projection)
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
                  collections=docs)
+
+
+def _read_whole(raw: bytes, where: str, wanted: set[str] | None, projection: Projection | None) -> State:
+    """A snapshot in any layout: checked to be one by orjson's parse, then read by the strict one
+    (nothing of a file that is not a snapshot is looked at further, or repeated in a message)."""
+    try:
+        parsed = loads_json(raw, where)
+    except SourceError:
+        _name_a_number_beyond_a_double(raw, where)
+        raise
+    check_format_version(parsed, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
+    del parsed
+    try:
+        data = _strict_json(raw)
+    except _RepeatedKey as repeated:
+        raise SourceError(f"{where}: {repeated.sentence()}") from None
+    except (ValueError, RecursionError) as error:
+        raise SourceError(f"{where}: cannot be read exactly ({error})") from None
+    return decode_snapshot(data, where, wanted, projection)
+
+
+def _name_a_number_beyond_a_double(raw: bytes, where: str) -> None:
+    """orjson refuses a number beyond a double as not JSON. When the strict parse reads the file,
+    that number is an integer Firestore cannot hold: name its document and field instead."""
+    explained = _strict_or_none(raw)
+    if type(explained) is dict and explained.get("format") == FORMAT:
+        decode_snapshot(explained, where)
 
 
 def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
@@ -125,11 +170,13 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
                       projection: Projection | None) -> dict[str, dict[str, Document]]:
     """The lines after the header: ``"name":{``, then ``"id":{...},`` per document, then ``},``."""
     collections: dict[str, dict[str, Document]] = {}
+    opened: dict[str, int] = {}  # collection → the line that opens it
     strings: dict[str, str] = {}
     current: dict[str, Document] | None = None
     keep = True
     name = ""
-    for line in handle:
+    loads, dumps = orjson.loads, orjson.dumps
+    for number, line in enumerate(handle, start=2):
         line = line.rstrip()
         if current is None:
             if line == b"}}":
@@ -137,27 +184,187 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
             if not line.endswith(b":{"):
                 raise _NotStreamable
             name = _line_json(line[:-2])
+            if type(name) is not str:
+                raise _NotStreamable
+            if name in opened:
+                raise SourceError(f"{where}: collection {name} appears twice, on lines {opened[name]} "
+                                  f"and {number}; {_ONE_COPY}")
+            opened[name] = number
             keep = wanted is None or name in wanted
-            current = collections.setdefault(name, {}) if keep else {}
+            current = {}
+            if keep:
+                collections[name] = current
             continue
         if line in (b"}", b"},"):
             current = None
             continue
         if keep:
-            for doc_id, raw in _line_json(b"{" + line.rstrip(b",") + b"}").items():
+            body = b"{" + (line[:-1] if line.endswith(b",") else line) + b"}"
+            try:
+                docs = loads(body)
+            except orjson.JSONDecodeError:
+                docs = None
+            if docs is None or dumps(docs) != body:
+                docs = _reread_line(body, docs is not None, where, number, name)
+            for doc_id, raw in docs.items():
+                if doc_id in current:
+                    raise _RepeatedDocument(name, doc_id, number)
                 current[doc_id] = _decode_document(name, doc_id, raw, strings, projection)
     raise _NotStreamable  # ended early: the whole parse says where the JSON is cut
+
+
+def _reread_line(body: bytes, orjson_read_it: bool, where: str, number: int, collection: str) -> Any:
+    """A document line the writer did not write byte for byte, parsed strictly."""
+    try:
+        docs = _strict_json(body)
+    except _RepeatedKey as repeated:
+        raise SourceError(f"{where}:{number}: {repeated.sentence(f'collections.{collection}.')}") from None
+    except (ValueError, RecursionError):
+        raise _NotStreamable from None
+    if not orjson_read_it:
+        # orjson refuses a number beyond a double (the strict parse reads it): name its place if
+        # that is why; otherwise the whole parse names the line and column.
+        for doc_id, raw in docs.items():
+            _decode_document(collection, doc_id, raw, {})
+        raise _NotStreamable
+    return docs
 
 
 class _NotStreamable(Exception):
     """The file is not in the writer's one-document-per-line layout (from here on)."""
 
 
+_ONE_COPY = ("a snapshot may not repeat a key, since a reader would keep only its last copy: "
+             "remove one copy or export the file again")
+
+
+class _RepeatedKey(Exception):
+    """A JSON object repeats a key; ``path`` is that key's JSON path in the parsed text."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def sentence(self, prefix: str = "") -> str:
+        return f"the key {prefix}{self.path} appears twice in one object; {_ONE_COPY}"
+
+
+class _RepeatedDocument(Exception):
+    """A document ID appears on two lines of one collection; the first is found only if needed."""
+
+    def __init__(self, collection: str, doc_id: str, number: int) -> None:
+        super().__init__(collection, doc_id, number)
+        self.collection, self.doc_id, self.number = collection, doc_id, number
+
+    def sentence(self, first: int | None) -> str:
+        lines = f"lines {first} and {self.number}" if first else f"line {self.number} and an earlier one"
+        return f"document {self.collection}/{self.doc_id} appears twice, on {lines}; {_ONE_COPY}"
+
+
+def _line_of(handle: IO[bytes], collection: str, doc_id: str) -> int | None:
+    """The first line that holds document ``doc_id`` of ``collection`` (for an error message)."""
+    handle.seek(0)
+    inside = None
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip()
+        if number == 1:
+            continue
+        if inside is None:
+            inside = _line_json(line[:-2]) if line.endswith(b":{") else None
+        elif line in (b"}", b"},"):
+            inside = None
+        elif inside == collection:
+            docs = _line_json(b"{" + (line[:-1] if line.endswith(b",") else line) + b"}")
+            if type(docs) is dict and doc_id in docs:
+                return number
+    return None
+
+
 def _line_json(line: bytes) -> Any:
+    """orjson's parse of one line, None when it is not JSON."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise _NotStreamable from None
+        return None
+
+
+# The strict parser: the standard library's, refusing a repeated key, reading integers exactly.
+_BEYOND = 2**64  # stands for an integer too long to convert: the value check refuses it anyway
+
+
+def _exact_int(text: str) -> int:
+    if len(text) <= 20:  # 2**63 has 19 digits; JSON allows no leading zeros
+        return int(text)
+    return -_BEYOND if text[0] == "-" else _BEYOND
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number is too large for a double")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedKey("")
+    return result
+
+
+class _Repeats(dict):
+    """An object that repeated ``repeated`` (the second parse, which finds where)."""
+
+    repeated = ""
+
+
+def _marking_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    marked = _Repeats(result)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _repeat_path(value: Any, path: str) -> str | None:
+    if isinstance(value, _Repeats):
+        return f"{path}.{value.repeated}" if path else value.repeated
+    children = value.items() if type(value) is dict else enumerate(value) if type(value) is list else ()
+    for key, item in children:
+        inner = f"{path}[{key}]" if type(value) is list else (f"{path}.{key}" if path else key)
+        found = _repeat_path(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _strict_json(raw: bytes) -> Any:
+    """Parse ``raw`` refusing a repeated key (``_RepeatedKey`` with its JSON path), reading integers
+    exactly; ValueError when it is not JSON."""
+    text = raw.decode("utf-8")
+    options = {"parse_int": _exact_int, "parse_float": _finite_float, "parse_constant": _no_constant}
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object, **options)
+    except _RepeatedKey:
+        marked = json.loads(text, object_pairs_hook=_marking_object, **options)
+        raise _RepeatedKey(_repeat_path(marked, "") or "?") from None
+
+
+def _strict_or_none(raw: bytes) -> Any:
+    try:
+        return _strict_json(raw)
+    except (ValueError, RecursionError, _RepeatedKey):
+        return None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

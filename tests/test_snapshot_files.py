@@ -9,15 +9,17 @@ writes keep the mode of the file they replace and never land on one of the run's
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, ROOT, WORKDIR, reconcile, state
+from builders import CHECKINS, DEMO, ROOT, WORKDIR, assignment, reconcile, state
 
 from reconciler.errors import SourceError
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
@@ -65,6 +67,58 @@ def one_sentence_exit_1(run: subprocess.CompletedProcess) -> str:
     return run.stderr
 
 
+def test_a_document_twice_in_the_writers_layout_names_both_lines(tmp_path):
+    path = written(tmp_path, assignment("a1"), assignment("a2"), assignment("a3"))
+    lines = path.read_text().splitlines(keepends=True)
+    first = line_number(path, '"a1":')
+    copy = lines[first - 1].replace('"status":"pending"', '"status":"completed"')
+    lines.insert(line_number(path, '"a3":') - 1, copy)  # a second, different a1 further down
+    path.write_text("".join(lines))
+    second = line_number(path, '"a1":', occurrence=2)
+    message = refusal(path)
+    assert f"{A}/a1" in message and f"lines {first} and {second}" in message
+
+
+def test_a_collection_twice_in_the_writers_layout_names_both_lines(tmp_path):
+    one = snapshot_bytes(state(assignment("a1"))).decode().splitlines(keepends=True)
+    two = snapshot_bytes(state(assignment("a2"))).decode().splitlines(keepends=True)
+    opening = f'"{A}":{{\n'
+    a_block = one[one.index(opening):one.index(opening) + 3]  # "name":{ , the document, },
+    path = tmp_path / "s.json"
+    path.write_text("".join(two[:1] + a_block + two[1:]))  # the header, A once, then A again
+    first, second = line_number(path, f'"{A}":'), line_number(path, f'"{A}":', occurrence=2)
+    assert first < second
+    message = refusal(path)
+    assert f"collection {A}" in message and f"lines {first} and {second}" in message
+
+
+@pytest.mark.parametrize(("old", "new", "place"), [
+    ('"status":"pending"', '"status":"completed","status":"pending"', "fields.status"),
+    ('"fields":{', '"fields":{"note":{"k":1,"k":2},', "fields.note.k"),
+    ('"fields":{', '"fields":{"list":[{"deep":{"x":1,"x":1}}],', "fields.list[0].deep.x"),
+    ('"update_time":', '"update_time":null,"update_time":', "update_time"),
+])
+def test_a_key_twice_inside_one_document_line_names_the_line_and_the_path(tmp_path, old, new, place):
+    path = written(tmp_path, assignment("a1"), assignment("a2"))
+    number = line_number(path, '"a2":')
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    path.write_text("".join(lines))
+    message = refusal(path)
+    assert f"{path}:{number}:" in message and f"collections.{A}.a2.{place}" in message
+
+
+def test_two_copies_of_a_document_on_one_line_are_refused(tmp_path):
+    path = written(tmp_path, assignment("a1"))
+    number = line_number(path, '"a1":')
+    lines = path.read_text().splitlines(keepends=True)
+    doc = lines[number - 1].rstrip("\n")
+    lines[number - 1] = doc + "," + doc.replace('"pending"', '"overdue"') + "\n"
+    path.write_text("".join(lines))
+    message = refusal(path)
+    assert f"{path}:{number}:" in message and f"collections.{A}.a1" in message
+
+
 HAND_MADE = """{{
   "format": "reconcile-snapshot", "format_version": "1.0", "source": "t", "read_time": null,
   "collections": {{
@@ -77,10 +131,103 @@ HAND_MADE = """{{
 """
 
 
+@pytest.mark.parametrize(("extra", "more", "place"), [
+    (',\n      "t1": {"fields": {"a": 3}}', "", "collections.things.t1"),
+    ("", ',\n    "things": {}', "collections.things"),
+    (',\n      "t3": {"fields": {"a": 1, "b": 2, "a": 1}}', "", "collections.things.t3.fields.a"),
+    (',\n      "t3": {"fields": {"m": {"$map": {"$k": 1, "$k": 2}}}}', "",
+     "collections.things.t3.fields.m.$map.$k"),
+])
+def test_a_key_twice_in_a_hand_laid_out_file_names_the_json_path(tmp_path, extra, more, place):
+    path = tmp_path / "s.json"
+    path.write_text(HAND_MADE.format(extra=extra, more=more))
+    json.loads(path.read_text())  # valid JSON, where the last copy would silently win
+    assert place in refusal(path)
+
+
+def test_a_repeated_header_key_is_refused_too(tmp_path):
+    path = written(tmp_path, assignment("a1"))
+    text = path.read_text()
+    path.write_text(text.replace('"source":"test"', '"source":"test","source":"elsewhere"', 1))
+    assert "key source appears twice" in refusal(path)
+
+
+def test_a_hand_laid_out_file_without_repeats_still_reads(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(HAND_MADE.format(extra="", more=""))
+    docs = SnapshotStore(path).read().documents("things")
+    assert {doc_id: doc.fields for doc_id, doc in docs.items()} == {"t1": {"a": 1, "m": {"k": 1}},
+                                                                   "t2": {"a": 2}}
+
+
+def test_a_document_line_laid_out_by_hand_still_streams(tmp_path):
+    path = written(tmp_path, assignment("a1"), assignment("a2"))
+    expected = SnapshotStore(path).read().collections
+    number = line_number(path, '"a2":')
+    lines = path.read_text().splitlines(keepends=True)
+    doc_id, body = lines[number - 1].rstrip("\n").split(":", 1)
+    lines[number - 1] = doc_id + ": " + json.dumps(json.loads(body), indent=None) + "\n"  # spaces
+    path.write_text("".join(lines))
+    assert SnapshotStore(path).read().collections == expected
+
+
+def test_apply_refuses_a_snapshot_with_a_repeated_document_and_leaves_it_as_it_was(tmp_path):
+    source = tmp_path / "demo.json"
+    lines = DEMO.read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith('"') and '"fields"' in line)
+    lines.insert(first + 2, lines[first].replace('"fields":{', '"fields":{"extra":"kept",', 1))
+    source.write_text("".join(lines))
+    before = digest(source)
+    for args in (["plan"], ["apply", "--auto-approve"]):
+        stderr = one_sentence_exit_1(reconcile(*args, "--spec", CHECKINS, "--source", source))
+        assert f"lines {first + 1} and {first + 3}" in stderr, args
+    assert digest(source) == before
+
+
+@pytest.mark.parametrize("text", [
+    str(2**63), str(2**64), str(-(2**63) - 1), str(10**30), "-" + "9" * 5000,
+])
+@pytest.mark.parametrize(("template", "place"), [
+    ('{{"score":{n}}}', "fields.score"),
+    ('{{"m":{{"deep":[1,{n}]}}}}', "fields.m.deep[1]"),
+    ('{{"m":{{"$map":{{"$n":{n}}}}}}}', "fields.m.$n"),
+])
+@pytest.mark.parametrize("layout", ["streamed", "whole"])
+def test_an_integer_beyond_64_bits_is_refused_with_its_place(tmp_path, text, template, place, layout):
+    path = written(tmp_path, assignment("a1"), assignment("a2"))
+    number = line_number(path, '"a2":')
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = lines[number - 1].replace('"fields":{', '"fields":' + template.format(n=text)[:-1]
+                                                  + ",", 1)
+    text = "".join(lines)
+    path.write_text(text if layout == "streamed" else "{\n" + text[1:])  # "whole": not the writer's lines
+    message = refusal(path)
+    assert f"collections.{A}.a2.{place}" in message and "64-bit" in message
+    assert len(message) < 400  # the number itself is not echoed
+
+
+def test_integers_at_the_edges_of_64_bits_are_kept_exactly(tmp_path):
+    edges = {"low": -(2**63), "high": 2**63 - 1, "list": [2**63 - 1, -(2**63)]}
+    path = written(tmp_path, assignment("a1", **edges))
+    fields = SnapshotStore(path).read().documents(A)["a1"].fields
+    assert {name: fields[name] for name in edges} == edges
+    assert snapshot_bytes(replace(SnapshotStore(path).read(), source="test")) == path.read_bytes()
+
+
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, [1, 2**70], {"x": {"y": 2**64}}])
 def test_values_refuse_an_integer_beyond_64_bits(value):
     with pytest.raises(ValueError, match=r"fields\.v.*64-bit"):
         decode_fields({"v": value}, "fields")
+
+
+def test_apply_leaves_a_snapshot_with_a_huge_integer_untouched(tmp_path):
+    source = tmp_path / "demo.json"
+    source.write_text(DEMO.read_text().replace('"score":', f'"big":{2**64},"score":', 1))
+    before = digest(source)
+    stderr = one_sentence_exit_1(reconcile("apply", "--auto-approve", "--spec", CHECKINS,
+                                           "--source", source))
+    assert "fields.big" in stderr and "64-bit" in stderr
+    assert digest(source) == before
 
 
 @pytest.mark.parametrize("content", [
