@@ -2,7 +2,10 @@
 
 Owns the file format (``format_version`` 1.x) and the snapshot store: reading a file into a State,
 and applying a plan's groups to it under the same preconditions Firestore enforces, then replacing
-the file atomically (temporary file, fsync, rename), so a crash leaves the old file or the new one.
+the file atomically (``files.write_atomically``: its mode kept), so a crash leaves the old file or
+the new one. Must never read a value other than the one the file holds: a repeated key or an
+integer Firestore cannot hold is malformed input, never read as "the last copy" or as a float, so
+that rewriting a file cannot drop or change what nobody touched. Only regular files are read.
 
     {"format": "reconcile-snapshot", "format_version": "1.0", "source": "...",
      "read_time": {"$timestamp": "..."},
@@ -17,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import IO, Any
 
 import orjson
 
+from reconciler import files
 from reconciler.errors import FormatVersionError, SourceError
 from reconciler.files import FileProblem, open_regular
 from reconciler.kernel import Projection
@@ -428,23 +430,13 @@ def _snapshot_lines(state: State) -> Iterator[bytes]:
     yield b"}}\n"
 
 
-def write_atomically(path: Path, content: bytes | str) -> None:
-    """Replace ``path`` with ``content``: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+def write_atomically(path: str | Path, content: bytes | str) -> None:
+    """``files.write_atomically`` (the mode of a replaced file kept, a new one 0600), with an OSError
+    as one sentence naming the file. Kept for ``commands.snapshot``, which imports it from here."""
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        files.write_atomically(path, content)
     except OSError as error:
-        raise SourceError(f"{path}: cannot write next to the file ({error.strerror})") from error
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise SourceError(f"{path}: cannot write the file ({error.strerror or error})") from error
 
 
 # -- the snapshot store ------------------------------------------------------------------------------
@@ -464,12 +456,14 @@ class SnapshotStore:
               current: State | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
         whole apply is one commit. ``current`` is unused: the file is re-read here, so that the
-        preconditions are checked against what it holds at this moment."""
+        preconditions are checked against what it holds at this moment. The file then holds the
+        data as of ``now``, its read time; a symbolic link is written through, so the file it names
+        is the one replaced."""
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
-            write_atomically(self.path, snapshot_bytes(new_state))
+            write_atomically(self.path.resolve(), snapshot_bytes(replace(new_state, read_time=now)))
         if journal:
             journal.after_commit(number, results)
         return results

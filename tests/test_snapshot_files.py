@@ -12,17 +12,20 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, ROOT, WORKDIR, assignment, reconcile, state
+from builders import CHECKINS, DEMO, ROOT, WORKDIR, assignment, checkins, reconcile, response, state
 
 from reconciler.errors import SourceError
-from reconciler.snapshot import SnapshotStore, snapshot_bytes
+from reconciler.plan import build_plan
+from reconciler.snapshot import SnapshotStore, read_snapshot, snapshot_bytes
 from reconciler.values import decode_fields
 
 A = "check_in_assignments"
@@ -270,6 +273,28 @@ def test_a_source_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
                                            "directory": "directory"}[kind] in stderr
 
 
+@pytest.mark.parametrize("mode", [0o640, 0o604])
+def test_apply_keeps_the_mode_of_the_snapshot_it_rewrites(tmp_path, mode):
+    source = tmp_path / "demo.json"
+    shutil.copyfile(DEMO, source)
+    os.chmod(source, mode)
+    before = digest(source)
+    run = reconcile("apply", "--auto-approve", "--spec", CHECKINS, "--source", source)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert digest(source) != before and stat.S_IMODE(source.stat().st_mode) == mode
+
+
+def test_apply_through_a_symbolic_link_rewrites_the_file_it_names(tmp_path):
+    target = tmp_path / "demo.json"
+    shutil.copyfile(DEMO, target)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    before = digest(target)
+    run = reconcile("apply", "--auto-approve", "--spec", CHECKINS, "--source", link)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert link.is_symlink() and digest(target) != before
+
+
 @pytest.fixture
 def demo(tmp_path) -> Path:
     copy = tmp_path / "demo.json"
@@ -284,3 +309,27 @@ def inputs_of(demo: Path, tmp_path: Path) -> dict[str, Path]:
     os.link(demo, tmp_path / "hard-link.json")
     return {"spec": spec, "source": demo, "relative": Path(os.path.relpath(demo, WORKDIR)),
             "symlink": tmp_path / "via-link.json", "hard link": tmp_path / "hard-link.json"}
+
+
+def test_an_applied_snapshot_reads_as_of_the_apply(tmp_path):
+    spec = checkins()
+    path = written(tmp_path, assignment("a1"), response("r1"))
+    before = SnapshotStore(path).read()
+    plan = build_plan(spec, before)
+    assert plan.ops and before.read_time is not None
+    now = before.read_time + timedelta(days=30, microseconds=7)
+    results = SnapshotStore(path).apply(plan.groups(), now)
+    assert all(result.applied for result in results)
+    after = read_snapshot(path)
+    assert after.read_time == now
+    assert max(doc.update_time for docs in after.collections.values() for doc in docs.values()) <= now
+
+
+def test_a_snapshot_nothing_was_applied_to_is_left_as_it_was(tmp_path):
+    path = written(tmp_path, assignment("a1"), response("r1"))
+    plan = build_plan(checkins(), SnapshotStore(path).read())
+    SnapshotStore(path).apply(plan.groups(), datetime(2030, 1, 1, tzinfo=UTC))
+    before = digest(path)  # applied once: every op of the same plan is now stale
+    results = SnapshotStore(path).apply(plan.groups(), datetime(2031, 1, 1, tzinfo=UTC))
+    assert not any(result.applied for result in results)
+    assert digest(path) == before
