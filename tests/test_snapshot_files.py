@@ -70,6 +70,9 @@ def one_sentence_exit_1(run: subprocess.CompletedProcess) -> str:
     return run.stderr
 
 
+# -- 1. a repeated key is malformed, wherever it is -----------------------------------------------
+
+
 def test_a_document_twice_in_the_writers_layout_names_both_lines(tmp_path):
     path = written(tmp_path, assignment("a1"), assignment("a2"), assignment("a3"))
     lines = path.read_text().splitlines(keepends=True)
@@ -187,6 +190,9 @@ def test_apply_refuses_a_snapshot_with_a_repeated_document_and_leaves_it_as_it_w
     assert digest(source) == before
 
 
+# -- 2. integers Firestore cannot hold ------------------------------------------------------------
+
+
 @pytest.mark.parametrize("text", [
     str(2**63), str(2**64), str(-(2**63) - 1), str(10**30), "-" + "9" * 5000,
 ])
@@ -233,6 +239,9 @@ def test_apply_leaves_a_snapshot_with_a_huge_integer_untouched(tmp_path):
     assert digest(source) == before
 
 
+# -- 3. a JSON file that is not a snapshot ----------------------------------------------------------
+
+
 @pytest.mark.parametrize("content", [
     '{"format": "SECRET-token-123", "collections": {}}',
     '{"format": "SECRET-token-123", "format_version": "1.0", "collections":{\n}}\n',
@@ -247,6 +256,9 @@ def test_a_json_file_that_is_not_a_snapshot_is_not_echoed(tmp_path, content):
     stderr = one_sentence_exit_1(reconcile("plan", "--spec", CHECKINS, "--source", path))
     assert "SECRET" not in stderr and "hunter2" not in stderr
     assert "not a reconcile-snapshot file" in stderr and "reconcile snapshot" in stderr
+
+
+# -- 4. regular files only, without blocking -------------------------------------------------------
 
 
 def quick(*args: object) -> subprocess.CompletedProcess:
@@ -273,6 +285,9 @@ def test_a_source_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
                                            "directory": "directory"}[kind] in stderr
 
 
+# -- 5. a rewritten snapshot keeps its mode ----------------------------------------------------------
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604])
 def test_apply_keeps_the_mode_of_the_snapshot_it_rewrites(tmp_path, mode):
     source = tmp_path / "demo.json"
@@ -295,6 +310,16 @@ def test_apply_through_a_symbolic_link_rewrites_the_file_it_names(tmp_path):
     assert link.is_symlink() and digest(target) != before
 
 
+def test_new_outputs_are_private(tmp_path):
+    plan_file, copy = tmp_path / "plan.json", tmp_path / "copy.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", DEMO, "--out", plan_file).returncode == 0
+    assert reconcile("snapshot", "--source", DEMO, "--out", copy).returncode == 0
+    assert stat.S_IMODE(plan_file.stat().st_mode) == stat.S_IMODE(copy.stat().st_mode) == 0o600
+
+
+# -- 6. --out never lands on an input, nor on something that is not a regular file -----------------
+
+
 @pytest.fixture
 def demo(tmp_path) -> Path:
     copy = tmp_path / "demo.json"
@@ -309,6 +334,56 @@ def inputs_of(demo: Path, tmp_path: Path) -> dict[str, Path]:
     os.link(demo, tmp_path / "hard-link.json")
     return {"spec": spec, "source": demo, "relative": Path(os.path.relpath(demo, WORKDIR)),
             "symlink": tmp_path / "via-link.json", "hard link": tmp_path / "hard-link.json"}
+
+
+@pytest.mark.parametrize("which", ["spec", "source", "relative", "symlink", "hard link"])
+@pytest.mark.parametrize("command", ["plan", "snapshot"])
+def test_out_onto_an_input_is_refused_and_nothing_is_written(demo, tmp_path, which, command):
+    inputs = inputs_of(demo, tmp_path)
+    files = [path for path in inputs.values() if path.is_absolute()]  # "relative" is from WORKDIR
+    before = [(digest(path), identity(path)) for path in files]
+    spec = inputs["spec"]
+    args = (["plan", "--spec", spec, "--source", demo] if command == "plan"
+            else ["snapshot", "--spec", spec, "--source", demo])
+    stderr = one_sentence_exit_1(reconcile(*args, "--out", inputs[which]))
+    assert "input" in stderr
+    assert [(digest(path), identity(path)) for path in files] == before
+
+
+@pytest.mark.parametrize("kind", ["symlink to a new path", "symlink to a file", "fifo", "directory"])
+@pytest.mark.parametrize("command", ["plan", "snapshot"])
+def test_out_onto_something_not_a_regular_file_is_refused(demo, tmp_path, kind, command):
+    out = tmp_path / "out.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    if kind == "symlink to a new path":
+        out.symlink_to(elsewhere)
+    elif kind == "symlink to a file":
+        elsewhere.write_text("keep me")
+        out.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.mkdir()
+    before = identity(out)
+    args = (["plan", "--spec", CHECKINS] if command == "plan" else ["snapshot"])
+    run = quick(*args, "--source", demo, "--out", out)
+    one_sentence_exit_1(run)
+    assert identity(out) == before
+    assert not elsewhere.exists() or elsewhere.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["demo.json", "out.json"] + (["elsewhere.json"] if kind == "symlink to a file" else []))
+
+
+def test_out_onto_an_earlier_plan_replaces_it_and_keeps_its_mode(demo, tmp_path):
+    out = tmp_path / "plan.json"
+    out.write_text("an older plan")
+    os.chmod(out, 0o640)
+    assert reconcile("plan", "--spec", CHECKINS, "--source", demo, "--out", out).returncode == 0
+    assert json.loads(out.read_text())["format"] == "reconcile-plan"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+# -- 7. a rewritten snapshot's read time is the apply's time ----------------------------------------
 
 
 def test_an_applied_snapshot_reads_as_of_the_apply(tmp_path):
