@@ -110,8 +110,10 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
         except _RepeatedDocument as repeated:
             first_line = _line_of(handle, repeated.collection, repeated.doc_id)
             raise SourceError(f"{where}: {repeated.sentence(first_line)}") from None
-        except (ValueError, RecursionError) as error:
+        except ValueError as error:
             raise SourceError(f"{where}: {error}") from error
+        except RecursionError:
+            raise SourceError(f"{where}: {_TOO_DEEP}") from None
         except _NotStreamable:
             # Edited by hand after the writer made it: valid JSON, other lines. Read it whole.
             handle.seek(0)
@@ -134,8 +136,10 @@ def _read_whole(raw: bytes, where: str, wanted: set[str] | None, projection: Pro
         data = _strict_json(raw)
     except _RepeatedKey as repeated:
         raise SourceError(f"{where}: {repeated.sentence()}") from None
-    except (ValueError, RecursionError) as error:
+    except ValueError as error:
         raise SourceError(f"{where}: cannot be read exactly ({error})") from None
+    except RecursionError:
+        raise SourceError(f"{where}: {_TOO_DEEP}") from None
     return decode_snapshot(data, where, wanted, projection)
 
 
@@ -164,6 +168,8 @@ def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
         }
     except ValueError as error:
         raise SourceError(f"{where}: {error}") from error
+    except RecursionError:
+        raise SourceError(f"{where}: {_TOO_DEEP}") from None
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
                  collections=decoded)
 
@@ -204,9 +210,12 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
             body = b"{" + (line[:-1] if line.endswith(b",") else line) + b"}"
             try:
                 docs = loads(body)
+                exact = dumps(docs) == body
             except orjson.JSONDecodeError:
-                docs = None
-            if docs is None or dumps(docs) != body:
+                docs, exact = None, False
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes
+                exact = False
+            if not exact:
                 docs = _reread_line(body, docs is not None, where, number, name)
             for doc_id, raw in docs.items():
                 if doc_id in current:
@@ -230,6 +239,10 @@ def _reread_line(body: bytes, orjson_read_it: bool, where: str, number: int, col
             _decode_document(collection, doc_id, raw, {})
         raise _NotStreamable
     return docs
+
+
+_TOO_DEEP = ("a value is nested deeper than this reader follows (Firestore itself allows 20 levels "
+             "of maps and arrays)")
 
 
 class _NotStreamable(Exception):
@@ -389,6 +402,8 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
             update_time = decode_timestamp(update_time)
         except DecodeError as error:
             raise error.at(f"collections.{collection}.{doc_id}.update_time") from None
+        except RecursionError:
+            raise ValueError(f"collections.{collection}.{doc_id}.update_time: {_TOO_DEEP}") from None
         if not isinstance(update_time, datetime):
             raise ValueError(f"collections.{collection}.{doc_id}.update_time must be a timestamp")
     fields = raw.get("fields", {})
@@ -399,6 +414,8 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
         return Document(collection, doc_id, decode_map(fields, strings, keep), update_time)
     except DecodeError as error:
         raise error.at(f"collections.{collection}.{doc_id}.fields") from None
+    except RecursionError:
+        raise ValueError(f"collections.{collection}.{doc_id}.fields: {_TOO_DEEP}") from None
 
 
 # -- writing -----------------------------------------------------------------------------------------

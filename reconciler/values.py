@@ -105,8 +105,11 @@ def parse_timestamp(text: str) -> datetime:
     else:
         sign = 1 if offset[0] == "+" else -1
         tz = timezone(timedelta(minutes=sign * (int(offset[1:3]) * 60 + int(offset[4:6]))))
-    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
-                    tzinfo=tz).astimezone(UTC)
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
+                        tzinfo=tz).astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00, which is in the year 10000 in UTC
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 once in UTC") from None
 
 
 # -- the exact JSON form ---------------------------------------------------------------------------

@@ -239,6 +239,29 @@ def test_apply_leaves_a_snapshot_with_a_huge_integer_untouched(tmp_path):
     assert digest(source) == before
 
 
+# -- values the decoder could not hold: one sentence, never a crash ------------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    ('"totalWeeks":3', '"totalWeeks":{"$timestamp":"9999-12-31T23:59:59-01:00"}',
+     f"collections.{A}.a2.fields.totalWeeks: bad $timestamp value"),
+    ('"update_time":{', '"update_time":{"$timestamp":"0001-01-01T00:00:00+01:00"},"old":{',
+     f"collections.{A}.a2.update_time: bad $timestamp value"),
+    ('"totalWeeks":3', '"totalWeeks":' + "[" * 1000 + "]" * 1000, "nested deeper"),
+    ('"totalWeeks":3', '"totalWeeks":' + '{"m":' * 600 + "1" + "}" * 600, "nested deeper"),
+])
+@pytest.mark.parametrize("layout", ["streamed", "whole"])
+def test_a_timestamp_beyond_year_9999_or_a_value_nested_too_deep_is_one_sentence(tmp_path, old, new,
+                                                                                  words, layout):
+    path = written(tmp_path, assignment("a1"), assignment("a2"))
+    number = line_number(path, '"a2":')
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    text = "".join(lines)
+    path.write_text(text if layout == "streamed" else "{\n" + text[1:])
+    assert words in refusal(path)
+
+
 # -- 3. a JSON file that is not a snapshot ----------------------------------------------------------
 
 
