@@ -17,11 +17,11 @@ from pathlib import Path
 import click
 
 from reconciler import __version__, commands, progress
-from reconciler.errors import ApplyRefused, ReconcileError
+from reconciler.errors import ApplyRefused, ReconcileError, SourceError
+from reconciler.files import output_problem, write_atomically
 from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.plan import plan_bytes
 from reconciler.render import render_audit, render_plan, render_verification
-from reconciler.snapshot import write_atomically
 from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
 from reconciler.values import printable
 
@@ -155,11 +155,14 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
     byte-identical plan. The last line is the summary, e.g. "Plan: 691 to create, 36 to link, 1 to
     fill; 0 to delete, 0 to overwrite."
     """
+    inputs = _inputs(spec_path, source)
+    if out:
+        _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
     run = _Run(quiet, timeout=timeout)
     planned = commands.plan(spec_path, source, run.options)
     saved = plan_bytes(planned.plan) if out or fmt == "json" else b""
     if out:
-        write_atomically(Path(out), saved)
+        _write_output(out, saved, inputs)
     run.finish(f"planned {_documents(planned.state)} documents")
     if fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
         sys.stdout.flush()
@@ -232,6 +235,25 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         raise _Exit(EXIT_CHANGES)
 
 
+def _inputs(spec_path: str | None, source: str) -> list[str]:
+    """The files a run reads, which its --out may never replace."""
+    return [path for path in (spec_path, source) if path and "://" not in path]
+
+
+def _refuse_output(out: str, inputs: list[str]) -> None:
+    problem = output_problem(out, inputs)
+    if problem:
+        raise SourceError(f"refusing to write {out}: it {problem}")
+
+
+def _write_output(out: str, content: bytes, inputs: list[str]) -> None:
+    _refuse_output(out, inputs)  # again: the run took time, and the path may have changed since
+    try:
+        write_atomically(out, content)
+    except OSError as error:
+        raise SourceError(f"{out}: cannot write the file ({error.strerror or error})") from error
+
+
 def _documents(state) -> int:
     return sum(len(docs) for docs in state.collections.values())
 
@@ -284,6 +306,7 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
     Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
     bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
     """
+    _refuse_output(out, _inputs(spec_path, source))
     run = _Run(quiet, timeout=timeout)
     state = commands.snapshot(source, out, spec_path, run.options)
     run.finish(f"exported {_documents(state)} documents")

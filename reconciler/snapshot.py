@@ -2,7 +2,10 @@
 
 Owns the file format (``format_version`` 1.x) and the snapshot store: reading a file into a State,
 and applying a plan's groups to it under the same preconditions Firestore enforces, then replacing
-the file atomically (temporary file, fsync, rename), so a crash leaves the old file or the new one.
+the file atomically (``files.write_atomically``: its mode kept), so a crash leaves the old file or
+the new one. Must never read a value other than the one the file holds: a repeated key or an
+integer Firestore cannot hold is malformed input, never read as "the last copy" or as a float, so
+that rewriting a file cannot drop or change what nobody touched. Only regular files are read.
 
     {"format": "reconcile-snapshot", "format_version": "1.0", "source": "...",
      "read_time": {"$timestamp": "..."},
@@ -15,8 +18,9 @@ file instead of holding its whole parse in memory; any other layout of the same 
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
+import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -25,7 +29,9 @@ from typing import IO, Any
 
 import orjson
 
+from reconciler import files
 from reconciler.errors import FormatVersionError, SourceError
+from reconciler.files import FileProblem, open_regular
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
@@ -35,16 +41,25 @@ FORMAT_VERSION = "1.0"
 _COLLECTIONS_OPEN = b'"collections":{'
 
 
-def check_format_version(data: dict[str, Any], where: str, expected_format: str, supported: str) -> None:
-    """Reject another kind of file or an unknown major version; accept any minor version."""
-    kind = data.get("format")
-    if kind != expected_format:
-        raise FormatVersionError(f"{where}: not a {expected_format} file (format is {kind!r})")
+def check_format_version(data: Any, where: str, expected_format: str, supported: str,
+                         how_to_make: str = "") -> None:
+    """Reject another kind of file or an unknown major version; accept any minor version.
+
+    Says nothing of what another kind of file holds: it may be anything, secrets included."""
+    if type(data) is not dict or data.get("format") != expected_format:
+        raise FormatVersionError(f"{where}: not a {expected_format} file{how_to_make}")
     version = data.get("format_version")
-    if not isinstance(version, str) or version.split(".")[0] != supported.split(".")[0]:
+    major = supported.split(".")[0]
+    if not isinstance(version, str) or version.split(".")[0] != major:
+        said = repr(version) + " " if isinstance(version, str) and _VERSION.fullmatch(version) else ""
         raise FormatVersionError(
-            f"{where}: format_version {version!r} is not supported (this build reads "
-            f"{supported.split('.')[0]}.x); upgrade checkin-reconciler or re-export the file")
+            f"{where}: format_version {said}is not supported (this build reads {major}.x); upgrade "
+            "checkin-reconciler or re-export the file")
+
+
+_VERSION = re.compile(r"\d{1,6}(\.\d{1,6}){0,3}")
+_HOW_TO_MAKE = (f' (a snapshot file is a JSON object with "format": "{FORMAT}", written by '
+                "`reconcile snapshot --source SRC --out FILE`)")
 
 
 def loads_json(raw: bytes | str, where: str) -> Any:
@@ -55,6 +70,13 @@ def loads_json(raw: bytes | str, where: str) -> Any:
 
 
 # -- reading -----------------------------------------------------------------------------------------
+# orjson is the parser: fast, and it refuses what JSON refuses. It also reads a repeated key as its
+# last copy and an integer beyond 64 bits as a float, silently; a file rewritten from that read
+# would lose the other copy or change the number. So a document line is taken from orjson only when
+# orjson writes its parse back to the line's own bytes, as it does for every line the writer wrote:
+# a repeated key comes back once and a big integer as a float, so neither passes. (Keys come back
+# in the order read, so no sorting is needed.) Any other line is parsed again by the strict parser
+# below, which refuses a repeated key and reads integers exactly.
 
 
 def read_snapshot(path: Path, collections: Iterable[str] | None = None,
@@ -64,37 +86,75 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
     name the file and the line or the document."""
     where = str(path)
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        handle = open_regular(path)
     except FileNotFoundError:
         raise SourceError(f"{path}: snapshot file not found") from None
-    except OSError as error:
-        raise SourceError(f"{path}: cannot read the snapshot file ({error.strerror})") from error
+    except FileProblem as problem:
+        raise SourceError(f"{path}: {problem}") from problem
     wanted = None if collections is None else set(collections)
     with handle:
         first = handle.readline()
         if not first.rstrip().endswith(_COLLECTIONS_OPEN):
-            return decode_snapshot(loads_json(first + handle.read(), where), where, wanted, projection)
-        header = loads_json(first.rstrip() + b"}}", f"{where}:1")
-        check_format_version(header, where, FORMAT, FORMAT_VERSION)
+            return _read_whole(first + handle.read(), where, wanted, projection)
+        header = _line_json(first.rstrip() + b"}}")
+        if header is None:
+            handle.seek(0)
+            return _read_whole(handle.read(), where, wanted, projection)
+        check_format_version(header, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
         try:
+            header = _strict_json(first.rstrip() + b"}}")
             read_time = decode(header.get("read_time"), "read_time")
             docs = _stream_documents(handle, where, wanted, projection)
+        except _RepeatedKey as repeated:
+            raise SourceError(f"{where}:1: {repeated.sentence()}") from None
+        except _RepeatedDocument as repeated:
+            first_line = _line_of(handle, repeated.collection, repeated.doc_id)
+            raise SourceError(f"{where}: {repeated.sentence(first_line)}") from None
         except ValueError as error:
             raise SourceError(f"{where}: {error}") from error
+        except RecursionError:
+            raise SourceError(f"{where}: {_TOO_DEEP}") from None
         except _NotStreamable:
             # Edited by hand after the writer made it: valid JSON, other lines. Read it whole.
             handle.seek(0)
-            return decode_snapshot(loads_json(handle.read(), where), where, wanted, projection)
+            return _read_whole(handle.read(), where, wanted, projection)
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
                  collections=docs)
+
+
+def _read_whole(raw: bytes, where: str, wanted: set[str] | None, projection: Projection | None) -> State:
+    """A snapshot in any layout: checked to be one by orjson's parse, then read by the strict one
+    (nothing of a file that is not a snapshot is looked at further, or repeated in a message)."""
+    try:
+        parsed = loads_json(raw, where)
+    except SourceError:
+        _name_a_number_beyond_a_double(raw, where)
+        raise
+    check_format_version(parsed, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
+    del parsed
+    try:
+        data = _strict_json(raw)
+    except _RepeatedKey as repeated:
+        raise SourceError(f"{where}: {repeated.sentence()}") from None
+    except ValueError as error:
+        raise SourceError(f"{where}: cannot be read exactly ({error})") from None
+    except RecursionError:
+        raise SourceError(f"{where}: {_TOO_DEEP}") from None
+    return decode_snapshot(data, where, wanted, projection)
+
+
+def _name_a_number_beyond_a_double(raw: bytes, where: str) -> None:
+    """orjson refuses a number beyond a double as not JSON. When the strict parse reads the file,
+    that number is an integer Firestore cannot hold: name its document and field instead."""
+    explained = _strict_or_none(raw)
+    if type(explained) is dict and explained.get("format") == FORMAT:
+        decode_snapshot(explained, where)
 
 
 def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
                     projection: Projection | None = None) -> State:
     """A whole parsed snapshot (any layout) → State."""
-    if not isinstance(data, dict):
-        raise SourceError(f"{where}: a snapshot must be a JSON object")
-    check_format_version(data, where, FORMAT, FORMAT_VERSION)
+    check_format_version(data, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
     collections_data = data.get("collections")
     if not isinstance(collections_data, dict):
         raise SourceError(f"{where}: 'collections' must be an object of collection → documents")
@@ -108,6 +168,8 @@ def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
         }
     except ValueError as error:
         raise SourceError(f"{where}: {error}") from error
+    except RecursionError:
+        raise SourceError(f"{where}: {_TOO_DEEP}") from None
     return State(source=where, read_time=read_time if isinstance(read_time, datetime) else None,
                  collections=decoded)
 
@@ -116,11 +178,13 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
                       projection: Projection | None) -> dict[str, dict[str, Document]]:
     """The lines after the header: ``"name":{``, then ``"id":{...},`` per document, then ``},``."""
     collections: dict[str, dict[str, Document]] = {}
+    opened: dict[str, int] = {}  # collection → the line that opens it
     strings: dict[str, str] = {}
     current: dict[str, Document] | None = None
     keep = True
     name = ""
-    for line in handle:
+    loads, dumps = orjson.loads, orjson.dumps
+    for number, line in enumerate(handle, start=2):
         line = line.rstrip()
         if current is None:
             if line == b"}}":
@@ -128,27 +192,194 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
             if not line.endswith(b":{"):
                 raise _NotStreamable
             name = _line_json(line[:-2])
+            if type(name) is not str:
+                raise _NotStreamable
+            if name in opened:
+                raise SourceError(f"{where}: collection {name} appears twice, on lines {opened[name]} "
+                                  f"and {number}; {_ONE_COPY}")
+            opened[name] = number
             keep = wanted is None or name in wanted
-            current = collections.setdefault(name, {}) if keep else {}
+            current = {}
+            if keep:
+                collections[name] = current
             continue
         if line in (b"}", b"},"):
             current = None
             continue
         if keep:
-            for doc_id, raw in _line_json(b"{" + line.rstrip(b",") + b"}").items():
+            body = b"{" + (line[:-1] if line.endswith(b",") else line) + b"}"
+            try:
+                docs = loads(body)
+                exact = dumps(docs) == body
+            except orjson.JSONDecodeError:
+                docs, exact = None, False
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes
+                exact = False
+            if not exact:
+                docs = _reread_line(body, docs is not None, where, number, name)
+            for doc_id, raw in docs.items():
+                if doc_id in current:
+                    raise _RepeatedDocument(name, doc_id, number)
                 current[doc_id] = _decode_document(name, doc_id, raw, strings, projection)
     raise _NotStreamable  # ended early: the whole parse says where the JSON is cut
+
+
+def _reread_line(body: bytes, orjson_read_it: bool, where: str, number: int, collection: str) -> Any:
+    """A document line the writer did not write byte for byte, parsed strictly."""
+    try:
+        docs = _strict_json(body)
+    except _RepeatedKey as repeated:
+        raise SourceError(f"{where}:{number}: {repeated.sentence(f'collections.{collection}.')}") from None
+    except (ValueError, RecursionError):
+        raise _NotStreamable from None
+    if not orjson_read_it:
+        # orjson refuses a number beyond a double (the strict parse reads it): name its place if
+        # that is why; otherwise the whole parse names the line and column.
+        for doc_id, raw in docs.items():
+            _decode_document(collection, doc_id, raw, {})
+        raise _NotStreamable
+    return docs
+
+
+_TOO_DEEP = ("a value is nested deeper than this reader follows (Firestore itself allows 20 levels "
+             "of maps and arrays)")
 
 
 class _NotStreamable(Exception):
     """The file is not in the writer's one-document-per-line layout (from here on)."""
 
 
+_ONE_COPY = ("a snapshot may not repeat a key, since a reader would keep only its last copy: "
+             "remove one copy or export the file again")
+
+
+class _RepeatedKey(Exception):
+    """A JSON object repeats a key; ``path`` is that key's JSON path in the parsed text."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def sentence(self, prefix: str = "") -> str:
+        return f"the key {prefix}{self.path} appears twice in one object; {_ONE_COPY}"
+
+
+class _RepeatedDocument(Exception):
+    """A document ID appears on two lines of one collection; the first is found only if needed."""
+
+    def __init__(self, collection: str, doc_id: str, number: int) -> None:
+        super().__init__(collection, doc_id, number)
+        self.collection, self.doc_id, self.number = collection, doc_id, number
+
+    def sentence(self, first: int | None) -> str:
+        lines = f"lines {first} and {self.number}" if first else f"line {self.number} and an earlier one"
+        return f"document {self.collection}/{self.doc_id} appears twice, on {lines}; {_ONE_COPY}"
+
+
+def _line_of(handle: IO[bytes], collection: str, doc_id: str) -> int | None:
+    """The first line that holds document ``doc_id`` of ``collection`` (for an error message)."""
+    handle.seek(0)
+    inside = None
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip()
+        if number == 1:
+            continue
+        if inside is None:
+            inside = _line_json(line[:-2]) if line.endswith(b":{") else None
+        elif line in (b"}", b"},"):
+            inside = None
+        elif inside == collection:
+            docs = _line_json(b"{" + (line[:-1] if line.endswith(b",") else line) + b"}")
+            if type(docs) is dict and doc_id in docs:
+                return number
+    return None
+
+
 def _line_json(line: bytes) -> Any:
+    """orjson's parse of one line, None when it is not JSON."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise _NotStreamable from None
+        return None
+
+
+# The strict parser: the standard library's, refusing a repeated key, reading integers exactly.
+_BEYOND = 2**64  # stands for an integer too long to convert: the value check refuses it anyway
+
+
+def _exact_int(text: str) -> int:
+    if len(text) <= 20:  # 2**63 has 19 digits; JSON allows no leading zeros
+        return int(text)
+    return -_BEYOND if text[0] == "-" else _BEYOND
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number is too large for a double")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedKey("")
+    return result
+
+
+class _Repeats(dict):
+    """An object that repeated ``repeated`` (the second parse, which finds where)."""
+
+    repeated = ""
+
+
+def _marking_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    marked = _Repeats(result)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _repeat_path(value: Any, path: str) -> str | None:
+    if isinstance(value, _Repeats):
+        return f"{path}.{value.repeated}" if path else value.repeated
+    children = value.items() if type(value) is dict else enumerate(value) if type(value) is list else ()
+    for key, item in children:
+        inner = f"{path}[{key}]" if type(value) is list else (f"{path}.{key}" if path else key)
+        found = _repeat_path(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _strict_json(raw: bytes) -> Any:
+    """Parse ``raw`` refusing a repeated key (``_RepeatedKey`` with its JSON path), reading integers
+    exactly; ValueError when it is not JSON."""
+    text = raw.decode("utf-8")
+    options = {"parse_int": _exact_int, "parse_float": _finite_float, "parse_constant": _no_constant}
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object, **options)
+    except _RepeatedKey:
+        marked = json.loads(text, object_pairs_hook=_marking_object, **options)
+        raise _RepeatedKey(_repeat_path(marked, "") or "?") from None
+
+
+def _strict_or_none(raw: bytes) -> Any:
+    try:
+        return _strict_json(raw)
+    except (ValueError, RecursionError, _RepeatedKey):
+        return None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -171,6 +402,8 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
             update_time = decode_timestamp(update_time)
         except DecodeError as error:
             raise error.at(f"collections.{collection}.{doc_id}.update_time") from None
+        except RecursionError:
+            raise ValueError(f"collections.{collection}.{doc_id}.update_time: {_TOO_DEEP}") from None
         if not isinstance(update_time, datetime):
             raise ValueError(f"collections.{collection}.{doc_id}.update_time must be a timestamp")
     fields = raw.get("fields", {})
@@ -181,6 +414,8 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
         return Document(collection, doc_id, decode_map(fields, strings, keep), update_time)
     except DecodeError as error:
         raise error.at(f"collections.{collection}.{doc_id}.fields") from None
+    except RecursionError:
+        raise ValueError(f"collections.{collection}.{doc_id}.fields: {_TOO_DEEP}") from None
 
 
 # -- writing -----------------------------------------------------------------------------------------
@@ -212,23 +447,13 @@ def _snapshot_lines(state: State) -> Iterator[bytes]:
     yield b"}}\n"
 
 
-def write_atomically(path: Path, content: bytes | str) -> None:
-    """Replace ``path`` with ``content``: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+def write_atomically(path: str | Path, content: bytes | str) -> None:
+    """``files.write_atomically`` (the mode of a replaced file kept, a new one 0600), with an OSError
+    as one sentence naming the file. Kept for ``commands.snapshot``, which imports it from here."""
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        files.write_atomically(path, content)
     except OSError as error:
-        raise SourceError(f"{path}: cannot write next to the file ({error.strerror})") from error
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise SourceError(f"{path}: cannot write the file ({error.strerror or error})") from error
 
 
 # -- the snapshot store ------------------------------------------------------------------------------
@@ -248,12 +473,14 @@ class SnapshotStore:
               current: State | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
         whole apply is one commit. ``current`` is unused: the file is re-read here, so that the
-        preconditions are checked against what it holds at this moment."""
+        preconditions are checked against what it holds at this moment. The file then holds the
+        data as of ``now``, its read time; a symbolic link is written through, so the file it names
+        is the one replaced."""
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
-            write_atomically(self.path, snapshot_bytes(new_state))
+            write_atomically(self.path.resolve(), snapshot_bytes(replace(new_state, read_time=now)))
         if journal:
             journal.after_commit(number, results)
         return results

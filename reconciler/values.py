@@ -1,7 +1,8 @@
 """Firestore field values as plain Python, and their exact JSON form. Pure: no I/O, no clock.
 
-A field value is one of: None, bool, int, float, str, bytes, a timezone-aware datetime (a Firestore
-timestamp, kept to the microsecond), Reference, GeoPoint, a list of values, or a dict of str → value.
+A field value is one of: None, bool, int (signed 64-bit, as Firestore's), float, str, bytes, a
+timezone-aware datetime (a Firestore timestamp, kept to the microsecond), Reference, GeoPoint, a list
+of values, or a dict of str → value.
 The JSON form (used by snapshot and plan files) keeps every one of those exactly: JSON-native values
 stay native, the others become one-key tagged objects, and a map whose keys could be mistaken for a
 tag is wrapped in ``{"$map": ...}``.
@@ -104,13 +105,21 @@ def parse_timestamp(text: str) -> datetime:
     else:
         sign = 1 if offset[0] == "+" else -1
         tz = timezone(timedelta(minutes=sign * (int(offset[1:3]) * 60 + int(offset[4:6]))))
-    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
-                    tzinfo=tz).astimezone(UTC)
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
+                        tzinfo=tz).astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00, which is in the year 10000 in UTC
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 once in UTC") from None
 
 
 # -- the exact JSON form ---------------------------------------------------------------------------
 
 _TAGS = ("$timestamp", "$bytes", "$reference", "$geopoint", "$float", "$map")
+# Firestore's integers are signed 64-bit. A file can spell a larger one; reading it as a float or
+# as an integer Firestore cannot hold would change the value when the file is written back.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_OUT_OF_RANGE = ("an integer outside Firestore's signed 64-bit range (-2**63 to 2**63 - 1), which no "
+                 "Firestore document can hold")
 
 
 def encode(value: Any) -> Any:
@@ -214,7 +223,13 @@ def _decode_map(data: dict[str, Any], strings: dict[str, str] | None,
         kind = type(item)
         if kind is str:
             result[key] = strings.setdefault(item, item) if strings is not None and len(item) <= 40 else item
-        elif kind is int or kind is float or kind is bool or item is None:
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                bad = DecodeError(_OUT_OF_RANGE)
+                bad.place.append(f".{key}")
+                raise bad
+            result[key] = item
+        elif kind is float or kind is bool or item is None:
             result[key] = item
         elif kind is dict and len(item) == 1 and type(stamp := item.get("$timestamp")) is str \
                 and len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == ".":
@@ -230,7 +245,11 @@ def _decode_map(data: dict[str, Any], strings: dict[str, str] | None,
 
 def _decode(data: Any, strings: dict[str, str] | None) -> Any:
     kind = type(data)
-    if kind is str or kind is int or kind is float or kind is bool or data is None:
+    if kind is int:
+        if INT64_MIN <= data <= INT64_MAX:
+            return data
+        raise DecodeError(_OUT_OF_RANGE)
+    if kind is str or kind is float or kind is bool or data is None:
         return data
     if kind is list:
         items = []
