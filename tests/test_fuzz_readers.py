@@ -320,16 +320,7 @@ def test_plan_text_flipped_cut_or_nested(raw):
 
 
 # -- snapshots -------------------------------------------------------------------------------------------
-# snapshot.py is hardened in parallel: failures found here are reported to its owner, not hidden.
-# The tests that find them are skipped, naming the inputs, until that work lands; remove the mark
-# then (the flip, cut and line tests below pass today and run).
-
-SNAPSHOT_FAILS = pytest.mark.skip(reason=(
-    "snapshot.py (with values.parse_timestamp and values._decode) fails on inputs these tests "
-    "generate; see KNOWN_FAILURES: a {\"$timestamp\": \"9999-12-31T23:59:59-01:00\"} field or "
-    "update_time raises OverflowError (date out of range once in UTC), and a field value nested "
-    "1,000 to 1,022 lists deep (orjson accepts up to 1,023) raises RecursionError"))
-
+# Every malformed snapshot is a SourceError naming the place, never another exception or a hang.
 
 @pytest.fixture(scope="module")
 def snapshot_path(tmp_path_factory):
@@ -386,7 +377,6 @@ def dumps_with(tree: Any, path: tuple, value: Any, **options: Any) -> str:
     return text.replace('"HOLE-7f3a"', "[" * value.depth + "]" * value.depth, 1)
 
 
-@SNAPSHOT_FAILS
 @fuzz(150)
 @given(st.sampled_from(DOCUMENT_LINES), st.data())
 def test_snapshot_document_with_a_node_of_another_type(snapshot_path, index, data):
@@ -404,7 +394,6 @@ SNAPSHOT_TREE = json.loads(SNAPSHOT_BYTES)
 SNAPSHOT_PATHS = paths(SNAPSHOT_TREE)
 
 
-@SNAPSHOT_FAILS
 @fuzz(60)
 @given(st.sampled_from(SNAPSHOT_PATHS), st.one_of(VALUES, NESTED, st.just(Nested(5000))))
 def test_snapshot_whole_with_a_node_of_another_type(snapshot_path, path, value):
@@ -412,8 +401,8 @@ def test_snapshot_whole_with_a_node_of_another_type(snapshot_path, path, value):
     snapshot_holds(snapshot_path, dumps_with(SNAPSHOT_TREE, path, value).encode("utf-8", "surrogatepass"))
 
 
-# Inputs the fuzzers above found failing in snapshot.py (with values.py), kept as plain cases for
-# whoever fixes them: each must become a SourceError naming the place.
+# Inputs the fuzzers above once found failing in snapshot.py (with values.py), kept as plain cases:
+# each must be a SourceError naming the place.
 KNOWN_FAILURES = {
     "timestamp-out-of-range-in-a-field": b'"zz":{"fields":{"x":{"$timestamp":"9999-12-31T23:59:59-01:00"}}}',
     "out-of-range-update-time": b'"zz":{"update_time":{"$timestamp":"0001-01-01T00:00:00+01:00"}}',
@@ -421,7 +410,6 @@ KNOWN_FAILURES = {
 }
 
 
-@SNAPSHOT_FAILS
 @pytest.mark.parametrize("line", KNOWN_FAILURES.values(), ids=KNOWN_FAILURES.keys())
 def test_snapshot_known_failures(snapshot_path, line):
     lines = list(SNAPSHOT_LINES)
