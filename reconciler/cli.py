@@ -199,10 +199,15 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
           quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
-    Each write carries a precondition: a create requires that the document does not exist, a fill
-    that the document is unchanged since it was read. A link's two sides are written together or
-    not at all. Ops whose precondition fails are skipped and reported, never forced. Afterwards the
-    source is re-read and re-diffed, and the phase-3 report says whether anything was lost.
+    A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
+    only what the plan's own spec derives from that read. A plan holding a write its spec could
+    never make is refused whole (exit 1, nothing written); a group made stale by a change since
+    the plan is skipped. Each write carries a precondition: a create requires that the document
+    does not exist, a fill that the document is unchanged since it was read. A link's two sides
+    are written together or not at all. Writes Firestore would refuse (over 1 MiB) are skipped
+    before sending. If the database stops answering for --timeout seconds, the run ends saying how
+    many writes were applied; re-running is safe. Afterwards the source is re-read and re-diffed,
+    and the report says whether anything was lost, and what other writers changed meanwhile.
 
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
     """
