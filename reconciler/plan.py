@@ -33,6 +33,7 @@ from reconciler.model import (
 )
 from reconciler.values import (
     MISSING,
+    TimestampRangeError,
     decode,
     decode_fields,
     encode,
@@ -398,7 +399,7 @@ def _tagged(tag: str, payload: Any, at: Place, depth: int) -> list[tuple[Any, Pl
     if tag == "$timestamp":
         try:
             parse_timestamp(text)
-        except OverflowError:
+        except TimestampRangeError:
             raise _Malformed(at, f"{_quote(text)} is out of range once in UTC") from None
         except ValueError:
             raise _Malformed(at, f"{_quote(text)} is not an RFC 3339 timestamp to the microsecond "

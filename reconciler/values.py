@@ -85,6 +85,10 @@ def _fast_timestamp(text: str) -> datetime:
     return parse_timestamp(text)
 
 
+class TimestampRangeError(ValueError):
+    """A well-formed timestamp that falls outside the years 1 to 9999 once in UTC."""
+
+
 def parse_timestamp(text: str) -> datetime:
     """Parse RFC 3339 with any offset into UTC; refuse precision finer than a microsecond."""
     if len(text) == 27 and text[26] == "Z" and text[10] == "T" and text[19] == ".":
@@ -109,7 +113,7 @@ def parse_timestamp(text: str) -> datetime:
         return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
                         tzinfo=tz).astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00, which is in the year 10000 in UTC
-        raise ValueError(f"{text!r} is outside the years 1 to 9999 once in UTC") from None
+        raise TimestampRangeError(f"{text!r} is outside the years 1 to 9999 once in UTC") from None
 
 
 # -- the exact JSON form ---------------------------------------------------------------------------
