@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from reconciler.errors import UnsafePlan
 from reconciler.kernel import group_series, key_part, new_week_id, reconcile
 from reconciler.model import (
@@ -42,7 +44,7 @@ from reconciler.model import (
     State,
 )
 from reconciler.plan import op_to_data
-from reconciler.values import canonical, is_timestamp, show
+from reconciler.values import is_timestamp, show
 
 MAX_REASONS_SHOWN = 3
 
@@ -63,21 +65,21 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     """What of ``plan`` may be written to ``state`` (a fresh read). ``derived``: the spec's ops for
     ``state`` when the caller has them already (a plan made in this run); else computed here.
     Raises UnsafePlan when the plan holds an op the spec could never produce."""
-    problems = [problem for group in plan.groups() for problem in never_derivable(spec, group)]
+    # A group the spec derives now, exactly as proposed, is derivable; only the others are examined.
+    now = _groups(reconcile(spec, state)[0] if derived is None else derived)
+    proposed_groups = _groups(plan.ops)
+    differing = {key: group for key, group in proposed_groups.items()
+                 if key not in now or not _same_group(group, now[key])}
+    problems = [problem for group in differing.values() for problem in never_derivable(spec, group)]
     problems = list(dict.fromkeys(problems + _written_twice(plan.ops)))
     if problems:
         raise UnsafePlan(_refusal(problems))
-    now = _groups(reconcile(spec, state)[0] if derived is None else derived)
-    admitted: list[tuple[Op, ...]] = []
     skipped: list[OpResult] = []
     series = _SeriesIndex(spec, state)
-    for key, proposed in _groups(plan.ops).items():
-        current = now.get(key)
-        if current is not None and _same_group(proposed, current):
-            admitted.append(current)
-            continue
+    for key, proposed in differing.items():
         reason = _stale(proposed, state, plan.read_time, series)
         if not reason:
+            current = now.get(key)
             problems.append(f"{key.removeprefix('op:')}: the plan proposes {_describe(proposed)}, but the "
                             f"spec derives {_describe(current) if current else 'no write'} there from "
                             "data that has not changed since the plan was made")
@@ -85,7 +87,8 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
         skipped.extend(OpResult(op=op, applied=False, reason=reason) for op in proposed)
     if problems:
         raise UnsafePlan(_refusal(problems))
-    return Admission(groups=tuple(admitted), skipped=tuple(skipped))
+    admitted = tuple(now[key] for key in proposed_groups if key not in differing)
+    return Admission(groups=admitted, skipped=tuple(skipped))
 
 
 def _refusal(problems: list[str]) -> str:
@@ -242,8 +245,14 @@ def _groups(ops: Iterable[Op]) -> dict[str, tuple[Op, ...]]:
 
 
 def _same_group(left: tuple[Op, ...], right: tuple[Op, ...]) -> bool:
-    return len(left) == len(right) and all(
-        canonical(op_to_data(a)) == canonical(op_to_data(b)) for a, b in zip(left, right, strict=True))
+    """The same writes, as the plan file would spell them (a plan made in this run: the same ops)."""
+    return len(left) == len(right) and all(a is b or _spelling(a) == _spelling(b)
+                                           for a, b in zip(left, right, strict=True))
+
+
+def _spelling(op: Op) -> bytes:
+    """An op's exact plan-file form: equal bytes mean equal writes (1, 1.0 and true differ)."""
+    return orjson.dumps(op_to_data(op), option=orjson.OPT_SORT_KEYS)
 
 
 class _SeriesIndex:
