@@ -46,3 +46,34 @@ def test_sources_name_a_project_and_a_database(source, expected):
 def test_malformed_firestore_sources_are_refused(source):
     with pytest.raises(SourceError, match="expected firestore://PROJECT"):
         parse_source(source)
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ("firestore://p/..", "is not a Firestore database ID"),
+    ("firestore://../x", "is not a Google Cloud project ID"),
+    ("firestore://My Project", "is not a Google Cloud project ID"),
+    ("firestore://a..b", "is not a Google Cloud project ID"),
+    ("firestore://proj-/db", "is not a Google Cloud project ID"),
+    ("firestore://proj/DB", "is not a Firestore database ID"),
+    ("firestore://proj/\x1b[2K", "is not a Firestore database ID"),
+])
+def test_project_and_database_ids_are_checked_before_anything_is_contacted(source, words):
+    with pytest.raises(SourceError, match=words):
+        parse_source(source)
+
+
+def test_the_write_limits_firestore_enforces_are_known_before_sending():
+    from datetime import UTC, datetime
+
+    from reconciler.model import FieldFill, FillFieldsOp
+    from reconciler.store import MAX_DOCUMENT_BYTES, _unwritable
+    from reconciler.values import document_size
+
+    assert document_size("c/d", {"s": "x" * 10}) == (2 + 2 + 16) + (2 + 11) + 32
+    fits = CreateDocumentOp(path="c/d", fields={"s": "x" * (MAX_DOCUMENT_BYTES - 100)}, rules=("t",))
+    assert _unwritable(fits, None) == ""
+    over = CreateDocumentOp(path="c/d", fields={"s": "x" * MAX_DOCUMENT_BYTES}, rules=("t",))
+    assert "more than Firestore's limit" in _unwritable(over, None)
+    nested = FillFieldsOp(path="c/d", update_time=datetime(2025, 1, 1, tzinfo=UTC),
+                          fills=(FieldFill(field="a", value=[[1]], rule="t"),))
+    assert "array directly inside an array" in _unwritable(nested, None)
