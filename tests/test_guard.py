@@ -230,6 +230,7 @@ TAMPERS = {
     "a create in a reference collection": "clients",
     "a create in a collection the spec never mentions": "secrets",
     "one side of a link removed": "half",
+    "a last op without the update time it was planned at": "no-update-time",
 }
 
 
@@ -255,6 +256,10 @@ def tamper(plan_file, how: str, current: State) -> None:
     elif how in ("clients", "secrets"):
         ops.append({"op": "create_document", "path": f"{how}/planted", "rules": ["series.new_week"],
                     "group": None, "precondition": {"exists": False}, "fields": {"x": 1}})
+    elif how == "no-update-time":
+        last = next(op for op in reversed(ops) if op["op"] == "fill_fields")
+        ops.remove(last)
+        ops.append({**last, "precondition": {"update_time": None}})
     elif how == "half":
         data["ops"] = [op for op in ops
                        if not (op["group"] == member["group"] and op["path"] != member["path"])]
