@@ -237,7 +237,12 @@ def _decode_map(data: dict[str, Any], strings: dict[str, str] | None,
             result[key] = item
         elif kind is dict and len(item) == 1 and type(stamp := item.get("$timestamp")) is str \
                 and len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == ".":
-            result[key] = _fast_timestamp(stamp)
+            try:
+                result[key] = _fast_timestamp(stamp)
+            except ValueError as error:  # e.g. month 13: named with its place, like any bad value
+                bad = DecodeError(f"bad $timestamp value: {error}")
+                bad.place.append(f".{key}")
+                raise bad from error
         else:
             try:
                 result[key] = _decode(item, strings)

@@ -245,6 +245,8 @@ def test_apply_leaves_a_snapshot_with_a_huge_integer_untouched(tmp_path):
 @pytest.mark.parametrize(("old", "new", "words"), [
     ('"totalWeeks":3', '"totalWeeks":{"$timestamp":"9999-12-31T23:59:59-01:00"}',
      f"collections.{A}.a2.fields.totalWeeks: bad $timestamp value"),
+    ('"totalWeeks":3', '"totalWeeks":{"$timestamp":"2025-13-01T09:00:00.000000Z"}',
+     f"collections.{A}.a2.fields.totalWeeks: bad $timestamp value"),
     ('"update_time":{', '"update_time":{"$timestamp":"0001-01-01T00:00:00+01:00"},"old":{',
      f"collections.{A}.a2.update_time: bad $timestamp value"),
     ('"totalWeeks":3', '"totalWeeks":' + "[" * 1000 + "]" * 1000, "nested deeper"),
