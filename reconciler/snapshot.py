@@ -480,7 +480,16 @@ class SnapshotStore:
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
-            write_atomically(self.path.resolve(), snapshot_bytes(replace(new_state, read_time=now)))
+            try:
+                content = snapshot_bytes(replace(new_state, read_time=now))
+            except orjson.JSONEncodeError as error:  # a value nested deeper than the writer goes
+                if journal:
+                    journal.after_commit(number, [replace(r, applied=False, written_at=None,
+                                                          reason="the file could not be written")
+                                                  for r in results])
+                raise SourceError(f"{self.path}: the snapshot cannot be written back ({error}); "
+                                  "nothing was written") from error
+            write_atomically(self.path.resolve(), content)
         if journal:
             journal.after_commit(number, results)
         return results

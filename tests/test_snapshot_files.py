@@ -433,3 +433,18 @@ def test_a_snapshot_nothing_was_applied_to_is_left_as_it_was(tmp_path):
     results = SnapshotStore(path).apply(plan.groups(), datetime(2031, 1, 1, tzinfo=UTC))
     assert not any(result.applied for result in results)
     assert digest(path) == before
+
+
+def test_a_value_nested_deeper_than_the_writer_goes_ends_apply_in_one_sentence_writing_nothing(tmp_path):
+    path = written(tmp_path, assignment("a1", 1), assignment("x", 1, client="c9", note="DEEP"))
+    # Read fine (Firestore allows 20 levels; this reader follows more), but deeper than orjson writes.
+    path.write_bytes(path.read_bytes().replace(b'"DEEP"', b'{"d":' * 300 + b"1" + b"}" * 300))
+    assert read_snapshot(path).find("check_in_assignments/x") is not None
+    before = digest(path)
+    run = reconcile("apply", "--spec", CHECKINS, "--source", path, "--auto-approve",
+                    "--journal-dir", tmp_path / "j")
+    assert "the snapshot cannot be written back" in one_sentence_exit_1(run)
+    assert digest(path) == before
+    [journal] = (tmp_path / "j").glob("*.jsonl")
+    end = json.loads(journal.read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["applied"] == 0 and end["in_doubt"] == 0
