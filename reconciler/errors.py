@@ -23,10 +23,15 @@ class ReconcileError(Exception):
 class SpecError(ReconcileError):
     """A spec is unreadable, does not match the schema, or breaks a semantic rule."""
 
+    SHOWN = 25  # a generated or hostile spec can have thousands of problems; the first ones suffice
+
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
-        super().__init__(self.problems[0] if len(self.problems) == 1 else
-                         f"{len(self.problems)} problems in the spec:\n  " + "\n  ".join(self.problems))
+        shown = self.problems[:self.SHOWN]
+        more = len(self.problems) - len(shown)
+        super().__init__(shown[0] if len(self.problems) == 1 else
+                         f"{len(self.problems)} problems in the spec:\n  " + "\n  ".join(shown)
+                         + (f"\n  … and {more} more; fix these first" if more else ""))
 
 
 class SourceError(ReconcileError):

@@ -137,3 +137,17 @@ def test_the_schema_accepts_exactly_what_the_loader_accepts_for_the_shipped_spec
     data = yaml.safe_load(SHIPPED)
     jsonschema.validate(data, schema())
     assert json.loads(json.dumps(data)) == data  # plain JSON data: nothing YAML-only in a spec
+
+
+def test_a_spec_with_a_thousand_problems_lists_the_first_ones_only(tmp_path):
+    from reconciler.errors import SpecError
+    from reconciler.spec import load_spec
+
+    path = tmp_path / "many.yaml"
+    path.write_text("version: 1\nname: x\nrules:\n" + "".join(f"  - {{id: r{n}, kind: nope}}\n"
+                                                             for n in range(1000)))
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    message = str(raised.value)
+    assert len(raised.value.problems) >= 1000
+    assert message.count("\n") == SpecError.SHOWN + 1 and message.endswith("more; fix these first")
