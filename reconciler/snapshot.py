@@ -463,8 +463,10 @@ class SnapshotStore:
     """A snapshot file as a source: read it, or apply groups of ops to it under preconditions."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
         self.source = str(path)
+        # The file is fixed when the store is opened: a symbolic link re-pointed during a run must
+        # not make its reads and its write reach different files.
+        self.path = Path(path).resolve()
 
     def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None) -> State:
         return replace(read_snapshot(self.path, collections, projection), source=self.source)
@@ -482,14 +484,17 @@ class SnapshotStore:
         if any(result.applied for result in results):
             try:
                 content = snapshot_bytes(replace(new_state, read_time=now))
-            except orjson.JSONEncodeError as error:  # a value nested deeper than the writer goes
+                write_atomically(self.path, content)
+            except (orjson.JSONEncodeError, SourceError) as error:
+                # The file is replaced whole or not at all: nothing of this commit was written.
                 if journal:
                     journal.after_commit(number, [replace(r, applied=False, written_at=None,
                                                           reason="the file could not be written")
                                                   for r in results])
+                if isinstance(error, SourceError):
+                    raise
                 raise SourceError(f"{self.path}: the snapshot cannot be written back ({error}); "
                                   "nothing was written") from error
-            write_atomically(self.path.resolve(), content)
         if journal:
             journal.after_commit(number, results)
         return results

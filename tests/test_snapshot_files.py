@@ -448,3 +448,20 @@ def test_a_value_nested_deeper_than_the_writer_goes_ends_apply_in_one_sentence_w
     [journal] = (tmp_path / "j").glob("*.jsonl")
     end = json.loads(journal.read_text().splitlines()[-1])
     assert end["event"] == "end" and end["applied"] == 0 and end["in_doubt"] == 0
+
+
+def test_a_symlink_re_pointed_during_a_run_never_redirects_its_write(tmp_path):
+    first = written(tmp_path, assignment("a1", 1), name="a.json")
+    other = written(tmp_path, assignment("b1", 1, client="c2"), response("rb", 1, client="c2"), name="b.json")
+    link = tmp_path / "current.json"
+    link.symlink_to(first)
+    store = SnapshotStore(link)
+    plan = build_plan(checkins(), store.read())
+    link.unlink()
+    link.symlink_to(other)  # re-pointed between the read and the write
+    untouched = digest(other)
+    results = store.apply(plan.groups(), datetime(2025, 3, 2, tzinfo=UTC))
+    assert all(r.applied for r in results)
+    assert digest(other) == untouched
+    assert sorted(read_snapshot(first).collections["check_in_assignments"]) == sorted(
+        ["a1", *(op.path.split("/")[1] for op in plan.ops)])
