@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from reconciler import __version__, commands, progress
-from reconciler.errors import ApplyRefused, ReconcileError, SourceError
+from reconciler.errors import ApplyRefused, ReconcileError, SourceError, SpecError
 from reconciler.files import output_problem, write_atomically
 from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.plan import plan_bytes
@@ -38,8 +38,15 @@ source_option = click.option("--source", required=True, metavar="SRC",
                                   "Credentials).")
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress output and no timing line on stderr.")
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN passes every range check
+        raise click.BadParameter("must be a number of seconds, not NaN", ctx=ctx, param=param)
+    return value
+
+
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+    "--timeout", type=click.FloatRange(min=1, max=3600), default=DEFAULT_TIMEOUT, show_default=True,
+    metavar="SECONDS", callback=_seconds,
     help="How long any one call to Firestore may take, retries included, before the run stops with "
          "one sentence (for apply: what was written so far, and that re-running is safe).")
 
@@ -228,9 +235,13 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
             _echo(render_plan(planned.plan, fmt))
         if not planned.plan.ops and fmt != "json":
             click.echo("Nothing to apply.")
-        elif not auto_approve:
+        asked = bool(planned.plan.ops) and not auto_approve
+        if asked:
             _confirm(planned.plan.summary.changes, source)
-        applied = commands.apply(planned.plan, planned.spec, before=planned.state, options=run.options)
+        # After a prompt, the data may have changed while the operator read: apply then checks the
+        # plan against a fresh read, as it does a saved plan.
+        applied = commands.apply(planned.plan, planned.spec, before=None if asked else planned.state,
+                                 options=run.options)
     run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
     if applied.journal and fmt != "json":
         click.echo(f"Journal: {applied.journal}")
@@ -352,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("Aborted; nothing was written.", err=True)
         sys.exit(EXIT_ERROR)
+    except MemoryError:
+        click.echo("error: not enough memory for this run; an input is larger than this machine can "
+                   "hold (a plan or snapshot file of that size is not one this tool wrote?)", err=True)
+        sys.exit(EXIT_ERROR)
     except click.UsageError as error:
         hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
         click.echo(f"error: {error.format_message()}{hint}", err=True)
@@ -359,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     except ReconcileError as error:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {printable(str(error), newlines=True)}", err=True)
+        # Only a spec's list of problems spans lines; any other line break came from data.
+        click.echo(f"error: {printable(str(error), newlines=isinstance(error, SpecError))}", err=True)
         sys.exit(EXIT_ERROR)
     except Exception as error:  # a bug: still one sentence unless --debug
         if debug:

@@ -133,31 +133,44 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     journal = None
     if saved.ops:
         journal = Journal(Path(options.journal_dir), saved, before, options.clock())
-        if admission.skipped:
-            journal.not_sent(admission.skipped)
         try:
+            if admission.skipped:
+                journal.not_sent(admission.skipped)
             results += store.apply(list(admission.groups), options.clock(), journal, before)
         except BaseException as error:
             journal.close(options.clock(), error)
             raise _interrupted(error, journal, admission.ops, saved.source) from error
         journal.close(options.clock())
-    after = store.read(spec.collections)
-    replan = build_plan(spec, after)
-    verification = verify(spec, before, after, results, replan)
+    try:
+        after = store.read(spec.collections)
+        replan = build_plan(spec, after)
+        verification = verify(spec, before, after, results, replan)
+    except (KeyboardInterrupt, ReconcileError) as error:
+        if journal is None:
+            raise
+        # The writes are done and journaled; only the proof is missing. Say so, not "nothing written".
+        applied = sum(r.applied for r in results)
+        raise ApplyInterrupted(
+            f"{_cause(error, saved.source)}, after the writes: {applied} of {admission.ops} writes were "
+            f"applied (journal: {journal.path}), but the validation re-read did not finish; run "
+            "`reconcile check` to see whether the data has converged") from error
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
 
 
+def _cause(error: BaseException, source: str) -> str:
+    if isinstance(error, ServerLost):
+        return f"lost the database during apply: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return f"{source}: apply interrupted"
+    return str(error)
+
+
 def _interrupted(error: BaseException, journal: Journal, total: int, source: str) -> BaseException:
     """An apply that ended before its last commit: say what was written, from the journal."""
-    if isinstance(error, ServerLost):
-        cause = f"lost the database during apply: {error}"
-    elif isinstance(error, KeyboardInterrupt):
-        cause = f"{source}: apply interrupted"
-    elif isinstance(error, ReconcileError):
-        cause = str(error)
-    else:
+    if not isinstance(error, (KeyboardInterrupt, ReconcileError)):
         return error  # a bug: reported as one, with the journal already closed
+    cause = _cause(error, source)
     doubt = (f", {journal.in_doubt} more were being committed and may or may not be" if journal.in_doubt
              else "")
     return ApplyInterrupted(

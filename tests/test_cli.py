@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, SESSIONS, SESSIONS_DEMO, reconcile
+from builders import CHECKINS, DEMO, SESSIONS, SESSIONS_DEMO, checkins, reconcile
 
 
 def digest(path: Path) -> str:
@@ -206,3 +207,62 @@ def test_apply_as_json_prints_one_document_the_validation_report(demo):
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["converged"] is True and report["created"] == 379 and report["lost"] == []
+
+
+def test_a_change_made_while_the_prompt_waits_is_seen_before_anything_is_written(tmp_path):
+    """The operator reads the plan for minutes; the app creates a week meanwhile. The answer "yes"
+    must not create that week a second time."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from builders import ROOT
+
+    from reconciler.kernel import new_week_id
+    from reconciler.model import Document
+    from reconciler.snapshot import SnapshotStore, snapshot_bytes
+
+    source = tmp_path / "demo.json"
+    source.write_bytes(DEMO.read_bytes())
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--spec", str(CHECKINS), "--source", str(source),
+         "--quiet", "--journal-dir", str(tmp_path / "j")],
+        stdin=follower, stdout=follower, stderr=follower, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(follower)
+    seen = b""
+    while b"Only 'yes' is accepted" not in seen:
+        ready, _, _ = select.select([leader], [], [], 60)
+        assert ready, seen[-500:]
+        seen += os.read(leader, 65536)
+    # The app creates week 3 of c06's series at an ID of its own, after the plan's read.
+    state = SnapshotStore(source).read()
+    base = next(d for d in state.collections["check_in_assignments"].values()
+                if d.get("clientId") == "c06" and d.get("recurringWeek") == 1)
+    week3 = Document("check_in_assignments", "app-made-week-3",
+                     {**base.fields, "recurringWeek": 3, "dueDate": base.get("dueDate") + timedelta(days=14)},
+                     state.read_time + timedelta(seconds=5))
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    collections["check_in_assignments"][week3.id] = week3
+    source.write_bytes(snapshot_bytes(replace(state, collections=collections)))
+    os.write(leader, b"yes\n")
+    while process.poll() is None or select.select([leader], [], [], 0.1)[0]:
+        try:
+            seen += os.read(leader, 65536)
+        except OSError:
+            break
+    process.wait(timeout=60)
+    after = SnapshotStore(source).read().collections["check_in_assignments"]
+    ours = new_week_id(checkins(), ("c06", "f-weekly"), 3)
+    assert ours not in after, "week 3 was created a second time after the prompt"
+    assert process.returncode == 2, seen[-2000:].decode(errors="replace")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e10", "0.5"])
+def test_a_timeout_that_could_never_bound_a_wait_is_refused(value):
+    run = reconcile("plan", "--spec", CHECKINS, "--source", DEMO, "--timeout", value)
+    assert run.returncode == 1 and "--timeout" in run.stderr and len(run.stderr.strip().splitlines()) == 1
