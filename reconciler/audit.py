@@ -10,12 +10,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.kernel import group_series, member_week, reconcile
+from reconciler.kernel import UNUSABLE_SERIES, group_series, member_week, reconcile
 from reconciler.model import CreateDocumentOp, Document, Spec, State
 from reconciler.values import is_empty, show
 
-UNUSABLE_SERIES_CODES = ("series.base_missing", "series.base_ambiguous", "series.base_due_invalid",
-                         "series.length_over_limit", "series.dates_out_of_range")
+UNUSABLE_SERIES_CODES = tuple(sorted(UNUSABLE_SERIES))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from reconciler.errors import UnsafePlan
-from reconciler.kernel import group_series, key_part, new_week_id, reconcile
+from reconciler.kernel import UNUSABLE_SERIES, group_series, key_part, new_week_id, reconcile, series_label
 from reconciler.model import (
     ACTION_BASE_WEEK,
     ACTION_HALF_LINK,
@@ -66,16 +66,19 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     ``state`` when the caller has them already (a plan made in this run); else computed here.
     Raises UnsafePlan when the plan holds an op the spec could never produce."""
     # A group the spec derives now, exactly as proposed, is derivable; only the others are examined.
-    now = _groups(reconcile(spec, state)[0] if derived is None else derived)
+    findings = None
+    if derived is None:
+        derived, findings = reconcile(spec, state)
+    now = _groups(derived)
     proposed_groups = _groups(plan.ops)
     differing = {key: group for key, group in proposed_groups.items()
                  if key not in now or not _same_group(group, now[key])}
     problems = [problem for group in differing.values() for problem in never_derivable(spec, group)]
-    problems = list(dict.fromkeys(problems + _written_twice(plan.ops)))
+    problems = list(dict.fromkeys(problems + _written_twice(plan.ops) + _read_after(plan)))
     if problems:
         raise UnsafePlan(_refusal(problems))
     skipped: list[OpResult] = []
-    series = _SeriesIndex(spec, state)
+    series = _SeriesIndex(spec, state, findings)
     for key, proposed in differing.items():
         reason = _stale(proposed, state, plan.read_time, series)
         if not reason:
@@ -255,12 +258,30 @@ def _spelling(op: Op) -> bytes:
     return orjson.dumps(op_to_data(op), option=orjson.OPT_SORT_KEYS)
 
 
-class _SeriesIndex:
-    """The fresh documents of each series, built on first use (only a group that differs needs it)."""
+def _read_after(plan: Plan) -> list[str]:
+    """A plan cannot have read a document version written after its own read time."""
+    if plan.read_time is None:
+        return []
+    return [f"{op.path}: its precondition names an update time after the plan's own read time"
+            for op in plan.ops if isinstance(op, FillFieldsOp)
+            and op.update_time is not None and op.update_time > plan.read_time]
 
-    def __init__(self, spec: Spec, state: State) -> None:
-        self.spec, self.state = spec, state
+
+class _SeriesIndex:
+    """The fresh documents of each series, and the series now unusable, built on first use (only a
+    group that differs needs them)."""
+
+    def __init__(self, spec: Spec, state: State, findings: Sequence[Any] | None) -> None:
+        self.spec, self.state, self._findings = spec, state, findings
         self._index: dict[tuple[Any, ...], list] | None = None
+        self._unusable: dict[str, str] | None = None
+
+    def unusable(self, key: tuple[Any, ...]) -> str:
+        """The finding code that makes this series unusable now ('' when it is usable)."""
+        if self._unusable is None:
+            findings = self._findings if self._findings is not None else reconcile(self.spec, self.state)[1]
+            self._unusable = {f.series: f.code for f in findings if f.code in UNUSABLE_SERIES}
+        return self._unusable.get(series_label(self.spec, key), "")
 
     def documents(self, key: tuple[Any, ...]) -> list | None:
         if self._index is None:
@@ -299,14 +320,18 @@ def _stale(group: tuple[Op, ...], state: State, read_time: datetime | None, seri
         elif current.update_time != op.update_time:
             return "the document changed since the plan was made"
     if read_time is None:
-        return "the plan has no read time to tell what changed since; re-run plan"
+        return ""  # nothing tells a change since the plan from an edit of the file: refused
     for op in group:
         key = series.key_of(op)
-        if key is None:
+        if key is None or None in map(key_part, key):
             continue
         documents = series.documents(key)
         if documents is None:
             return "its series is no longer in the data"
+        unusable = series.unusable(key)
+        if unusable:
+            # The plan proposed writes for it, so it was usable when read: the data changed.
+            return f"its series is no longer usable ({unusable}); it changed since the plan was made"
         if any(doc.update_time is not None and doc.update_time > read_time for doc in documents):
             return "its series changed since the plan was made"
     return ""
@@ -320,8 +345,9 @@ def _describe(group: tuple[Op, ...] | None) -> str:
         if isinstance(op, CreateDocumentOp):
             words.append(f"to create {op.path}")
         else:
-            changes = [f"{fill.field}={show(fill.value)}" for fill in op.fills]
+            changes = [f"{fill.field}: {show(fill.before)} -> {show(fill.value)}" for fill in op.fills]
             if op.transition:
-                changes.append(f"{op.transition.field}={show(op.transition.to)}")
+                changes.append(f"{op.transition.field}: {show(op.transition.before)} -> "
+                               f"{show(op.transition.to)}")
             words.append(f"to fill {op.path} ({', '.join(changes)})")
     return " and ".join(words)

@@ -220,6 +220,11 @@ def projection(spec: Spec) -> Projection:
                       series_collection=series.collection)
 
 
+# Findings that leave a whole series untouched: the series cannot be planned at all.
+UNUSABLE_SERIES = frozenset({"series.base_missing", "series.base_ambiguous", "series.base_due_invalid",
+                             "series.length_over_limit", "series.dates_out_of_range"})
+
+
 # -- the per-series kernel ---------------------------------------------------------------------------
 
 

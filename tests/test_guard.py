@@ -220,6 +220,35 @@ def test_a_new_response_in_a_series_makes_its_changed_groups_stale_not_refused()
     assert member.path in {r.op.path for r in admission.skipped}
 
 
+def test_a_base_deleted_since_the_plan_skips_its_series_as_stale_not_as_an_edit():
+    create = _op(SHAPES["create"])
+    key = tuple(create.fields[name] for name in SPEC.series.key)
+    base = next(doc for doc in STATE.collections[A].values()
+                if tuple(doc.get(name) for name in SPEC.series.key) == key
+                and doc.get("recurringWeek") in (1, None) and doc.get("isRecurring") is True)
+    collections = {name: dict(docs) for name, docs in STATE.collections.items()}
+    del collections[A][base.id]  # deleted by another writer: no update time tells of it
+    admission = admit(SPEC, PLAN, replace(STATE, collections=collections))
+    reasons = {r.op.path: r.reason for r in admission.skipped}
+    assert reasons[create.path].startswith("its series is no longer usable (series.base_missing)")
+
+
+def test_a_read_time_moved_before_the_plans_own_reads_is_refused():
+    data = data_of(PLAN)
+    data["read_time"] = {"$timestamp": "2020-01-01T00:00:00.000000Z"}
+    with pytest.raises(UnsafePlan, match="update time after the plan's own read time"):
+        admit(SPEC, reload(data), STATE)
+
+
+def test_without_a_read_time_a_difference_cannot_pass_for_a_change_and_is_refused():
+    data = data_of(PLAN)
+    data["read_time"] = None
+    member = data["ops"][SHAPES["link member fill"]]
+    next(f for f in member["fills"] if f["field"] == "score")["value"] = 0  # passes every static check
+    with pytest.raises(UnsafePlan, match="the plan proposes .*score: .* -> 0"):
+        admit(SPEC, reload(data), STATE)
+
+
 # -- end to end, on a snapshot file and on the emulator ------------------------------------------------
 
 
