@@ -73,9 +73,13 @@ class _Run:
             click.echo(f"reconcile: {what} in {time.monotonic() - self.started:.1f}s", err=True)
 
 
-def _echo(text: str, err: bool = False) -> None:
-    """Print, colouring marked lines on a terminal only."""
+def _echo(text: str, err: bool = False, fmt: str = "text") -> None:
+    """Print, colouring marked lines on a terminal only. JSON is printed as it is (its own escapes
+    keep it valid; an escape added here would make it unreadable to a machine)."""
     stream = sys.stderr if err else sys.stdout
+    if fmt == "json":
+        click.echo(text, nl=False, err=err)
+        return
     text = printable(text, newlines=True)  # the last line of defence: data never drives the terminal
     if not stream.isatty():
         click.echo(text, nl=False, err=err)
@@ -140,7 +144,7 @@ def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) ->
     run = _Run(quiet, timeout=timeout)
     report = commands.run_audit(spec_path, source, run.options)
     run.finish(f"audited {sum(report.collections.values())} documents")
-    _echo(render_audit(report, fmt))
+    _echo(render_audit(report, fmt), fmt=fmt)
 
 
 @cli.command()
@@ -244,8 +248,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
                                  options=run.options)
     run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
     if applied.journal and fmt != "json":
-        click.echo(f"Journal: {applied.journal}")
-    _echo(render_verification(applied.verification, "json" if fmt == "json" else "text"))
+        click.echo(f"Journal: {printable(str(applied.journal))}")
+    _echo(render_verification(applied.verification, "json" if fmt == "json" else "text"),
+          fmt="json" if fmt == "json" else "text")
     # Skipped ops mean what was reviewed is not what happened: the plan was stale; say so by exit 2.
     if not applied.verification.converged or applied.verification.skipped:
         raise _Exit(EXIT_CHANGES)
@@ -301,7 +306,7 @@ def check(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) ->
     run = _Run(quiet, timeout=timeout)
     planned = commands.check(spec_path, source, run.options)
     run.finish(f"checked {_documents(planned.state)} documents")
-    _echo(render_plan(planned.plan, fmt))
+    _echo(render_plan(planned.plan, fmt), fmt=fmt)
     if planned.plan.ops:
         if fmt == "text":
             click.echo(f"Drift: {len(planned.plan.ops)} document write(s) needed; run reconcile apply.")

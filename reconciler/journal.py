@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +43,8 @@ class Journal:
         try:
             make_private_directory(directory)
             stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-            self.path = directory / f"{stamp}-{plan.spec_name}.jsonl"
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.spec_name)[:60] or "spec"
+            self.path = directory / f"{stamp}-{name}.jsonl"
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                          PRIVATE_FILE)
             self._file = os.fdopen(fd, "a", encoding="utf-8")

@@ -8,6 +8,7 @@ Pure: returns strings; never prints, never reads a clock. One renderer per op ty
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from functools import singledispatch
 from typing import Any
@@ -33,8 +34,8 @@ def render_plan(plan: Plan, fmt: str) -> str:
 
 def _header(plan: Plan) -> str:
     read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
-    return (f"Spec {plan.spec_name} ({plan.spec_path}, sha256 {plan.spec_sha256[:12]}) "
-            f"against {plan.source}, read at {read}")
+    return (f"Spec {printable(plan.spec_name)} ({printable(plan.spec_path)}, sha256 "
+            f"{printable(plan.spec_sha256[:12])}) against {printable(plan.source)}, read at {read}")
 
 
 # -- text --------------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def _(op: FillFieldsOp) -> list[str]:
 def _plan_markdown(plan: Plan) -> str:
     s = plan.summary
     lines = [
-        f"### reconcile plan: `{plan.spec_name}` on `{plan.source}`", "",
+        f"### reconcile plan: {_code(plan.spec_name)} on {_code(plan.source)}", "",
         f"**{s.line()}**", "",
         "| create | link | fill | delete | overwrite | findings |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -115,13 +116,13 @@ def _plan_markdown(plan: Plan) -> str:
         budget = [MARKDOWN_BUDGET - MARKDOWN_BUDGET // 2 if plan.ops else MARKDOWN_BUDGET]
         counts = Counter(f.code for f in plan.findings)
         lines += ["| finding | count |", "|---|---:|"]
-        lines += [f"| `{code}` | {count} |" for code, count in sorted(counts.items())]
+        lines += [f"| {_code(code)} | {count} |" for code, count in sorted(counts.items())]
         lines += ["", f"<details><summary>Findings ({len(plan.findings)})</summary>", "",
                   "| code | document | series | message |", "|---|---|---|---|"]
-        lines += _rows((f"| `{f.code}` | `{f.path}` | {_cell(f.series)} | {_cell(f.message)} |"
+        lines += _rows((f"| {_code(f.code)} | {_code(f.path)} | {_cell(f.series)} | {_cell(f.message)} |"
                         for f in plan.findings), len(plan.findings), budget)
         lines += ["", "</details>", ""]
-    lines.append(f"<sub>spec `{plan.spec_path}` sha256 `{plan.spec_sha256[:12]}`, read at "
+    lines.append(f"<sub>spec {_code(plan.spec_path)} sha256 {_code(plan.spec_sha256[:12])}, read at "
                  f"{format_timestamp(plan.read_time) if plan.read_time else 'unknown time'}</sub>")
     return "\n".join(lines) + "\n"
 
@@ -138,6 +139,19 @@ def _rows(rows, total: int, budget: list[int]) -> list[str]:
     return kept
 
 
+def _code(text: str) -> str:
+    """Text from data as an inline code span in a table cell: no backtick inside can close the span
+    early (the fence is longer than any run of backticks in it), no pipe can split the cell, no
+    control character or line break survives; inside a code span, HTML and mentions are inert."""
+    text = printable(text).replace("|", "\\|")
+    if len(text) > MARKDOWN_CELL:
+        text = text[: MARKDOWN_CELL - 1] + "…"
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _cell(text: str) -> str:
     text = printable(text).replace("|", "\\|")
     return text if len(text) <= MARKDOWN_CELL else text[: MARKDOWN_CELL - 1] + "…"
@@ -151,7 +165,7 @@ def op_markdown(op: Op) -> str:
 @op_markdown.register
 def _(op: CreateDocumentOp) -> str:
     values = ", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items()))
-    return (f"| create | `{op.path}` | {', '.join(op.rules)} | {'yes' if op.group else ''} | "
+    return (f"| create | {_code(op.path)} | {_cell(', '.join(op.rules))} | {'yes' if op.group else ''} | "
             f"{_cell(values)} |")
 
 
@@ -161,13 +175,14 @@ def _(op: FillFieldsOp) -> str:
     if op.transition:
         changes.append(f"{op.transition.field}: {show(op.transition.before)} → "
                        f"{show(op.transition.to)}")
-    return (f"| fill | `{op.path}` | {', '.join(op.rules)} | {'yes' if op.group else ''} | "
+    return (f"| fill | {_code(op.path)} | {_cell(', '.join(op.rules))} | {'yes' if op.group else ''} | "
             f"{_cell('; '.join(sorted(changes)))} |")
 
 
 def to_json(data: Any) -> str:
-    """Deterministic JSON for reports: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    """Deterministic JSON for reports: sorted keys, two-space indent, trailing newline; ASCII only,
+    so that no character from data reaches a terminal as anything but an escape."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
 # -- apply and validation (phase 3) ------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import stat
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from builders import CHECKINS, DEMO, R, reconcile
 from reconciler.model import Document
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
 
-HOSTILE = "evil\x1b[2K\rforged line\u202e\x07"
+HOSTILE = "evil\x1b[2K\rforged line\u202e\x07`<!--|\u00ad"
 
 
 def hostile_snapshot(tmp_path):
@@ -36,7 +38,24 @@ def test_control_characters_from_data_are_escaped_in_every_text_output(tmp_path)
         for text in (run.stdout, run.stderr):
             assert not any(char in text for char in "\x1b\r\x07\u202e"), (args, text[:200])
     plan = reconcile("plan", "--spec", CHECKINS, "--source", source).stdout
-    assert "evil\\x1b[2K\\x0dforged line\\u202e\\x07" in plan  # shown, escaped, on one line
+    assert "evil\\x1b[2K\\x0dforged line\\u202e\\x07`<!--|\\xad" in plan  # shown, escaped, on one line
+
+
+def test_an_id_cannot_break_out_of_its_markdown_code_span_or_its_table_cell(tmp_path):
+    markdown = reconcile("plan", "--spec", CHECKINS, "--source", hostile_snapshot(tmp_path),
+                         "--format", "markdown").stdout
+    [row] = [line for line in markdown.splitlines() if "forged line" in line]
+    assert "`` formResponses/evil\\x1b[2K\\x0dforged line\\u202e\\x07`<!--\\|\\xad ``" in row
+    cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
+    assert len(cells) == 4  # code, document, series, message: the pipe in the ID is escaped
+
+
+def test_json_reports_stay_valid_json_whatever_the_data_holds(tmp_path):
+    source = hostile_snapshot(tmp_path)
+    for args in (("check", "--format", "json"), ("audit", "--format", "json"), ("plan", "--format", "json")):
+        run = reconcile(args[0], "--spec", CHECKINS, "--source", source, *args[1:])
+        assert run.returncode in (0, 2), run.stderr
+        json.loads(run.stdout)
 
 
 def test_journals_plans_and_exports_are_private(tmp_path):
