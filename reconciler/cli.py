@@ -189,7 +189,9 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
 
 @cli.command()
 @click.argument("plan_file", metavar="[PLAN]", required=False)
-@click.option("--spec", "spec_path", metavar="SPEC", help="Plan from this spec now (with --source).")
+@click.option("--spec", "spec_path", metavar="SPEC",
+              help="Plan from this spec now (with --source); with a saved PLAN, the spec the plan must "
+                   "carry, byte for byte (default: the spec file the plan names, when it exists).")
 @click.option("--source", metavar="SRC", help="The data to plan and apply to (with --spec).")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
@@ -225,9 +227,10 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
                batch_size=batch_size, timeout=timeout)
     if plan_file:
-        if spec_path or source:
-            raise click.UsageError("give either a saved PLAN or --spec and --source, not both")
-        saved, spec = commands.load_plan(plan_file)
+        if source:
+            raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
+                                   "the spec you reviewed) or --spec and --source")
+        saved, spec = commands.load_plan(plan_file, pinned=spec_path)
         if fmt != "json":  # JSON output is one document: the validation report below
             _echo(render_plan(saved, fmt))
         applied = commands.apply(saved, spec, options=run.options)

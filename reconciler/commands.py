@@ -6,6 +6,7 @@ stores, reading files); does not print, prompt or choose exit codes: that is the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from reconciler.errors import (
     ReconcileError,
     ServerLost,
     SourceError,
+    UnsafePlan,
 )
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
@@ -85,8 +87,10 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
 
 
-def load_plan(path: str) -> tuple[Plan, Spec]:
-    """A saved plan and the spec it carries, checked against the hash it was made with."""
+def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
+    """A saved plan and the spec it carries, checked against the hash it was made with, and against
+    the spec the operator reviewed: ``pinned`` when given, else the file the plan names, when it
+    exists. The spec decides what apply may write, so a plan may not bring a spec of its own."""
     try:
         text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
@@ -103,6 +107,19 @@ def load_plan(path: str) -> tuple[Plan, Spec]:
     if spec.sha256 != saved.spec_sha256:
         raise PlanFileError(f"{path}: the spec inside the plan does not match its sha256; the plan "
                             "file was edited. Make a new one with `reconcile plan --out`")
+    reference = pinned or saved.spec_path
+    try:
+        expected = hashlib.sha256(read_regular(reference)).hexdigest()
+    except (OSError, FileProblem) as error:
+        if pinned:
+            raise PlanFileError(f"{pinned}: cannot read the spec to check the plan against "
+                                f"({getattr(error, 'strerror', None) or error})") from None
+        return saved, spec  # the plan is applied where its spec file is not: nothing to compare
+    if expected != saved.spec_sha256:
+        raise UnsafePlan(f"{path}: the plan carries a spec that is not {reference} (sha256 "
+                         f"{saved.spec_sha256[:12]} in the plan, {expected[:12]} in the file); refusing "
+                         "it, nothing was written. Re-run `reconcile plan` with the spec you mean, or "
+                         "pass --spec with the spec the plan was reviewed with")
     return saved, spec
 
 

@@ -321,3 +321,50 @@ def test_a_tampered_plan_writes_nothing_to_firestore(live, tmp_path, how):
     assert run.returncode == 1, run.stdout + run.stderr
     assert "refusing the whole plan, nothing was written" in run.stderr
     assert live.dump() == before
+
+
+# -- a plan may not bring a spec of its own ------------------------------------------------------------
+
+
+def evil_plan(tmp_path):
+    """A plan made with a spec that 'moves' coachId from coach-1 to coach-evil, then relabelled as
+    made with the shipped spec (the path is not covered by the hash: only the text is)."""
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(CHECKINS.read_text()
+                    .replace("status: {field: status, to: completed, from: [pending, overdue]}",
+                             "status: {field: coachId, to: coach-evil, from: [coach-1]}")
+                    .replace("reset: {status: pending, responseId: null}",
+                             "reset: {status: pending, responseId: null, coachId: coach-1}")
+                    .replace("check_in_assignments: [recurringWeek, responseId, status, score, completedAt]",
+                             "check_in_assignments: [recurringWeek, responseId, status, score, completedAt, "
+                             "coachId]"))
+    source = tmp_path / "data.json"
+    source.write_bytes(DEMO.read_bytes())
+    plan_file = tmp_path / "plan.json"
+    made = reconcile("plan", "--spec", evil, "--source", source, "--out", plan_file)
+    assert made.returncode == 0, made.stderr
+    data = json.loads(plan_file.read_text())
+    assert any(op.get("transition") and op["transition"]["field"] == "coachId" for op in data["ops"])
+    data["spec"]["path"] = str(CHECKINS)
+    plan_file.write_text(json.dumps(data))
+    return plan_file, source
+
+
+def test_a_plan_carrying_another_spec_than_the_file_it_names_is_refused(tmp_path):
+    plan_file, source = evil_plan(tmp_path)
+    run = reconcile("apply", plan_file, "--journal-dir", tmp_path / "j")
+    assert run.returncode == 1 and f"the plan carries a spec that is not {CHECKINS}" in run.stderr
+    assert source.read_bytes() == DEMO.read_bytes()
+
+
+def test_a_pinned_spec_must_be_the_one_the_plan_carries(tmp_path):
+    plan_file, source = evil_plan(tmp_path)
+    data = json.loads(plan_file.read_text())
+    data["spec"]["path"] = "nowhere/evil.yaml"  # a path that does not exist here: nothing to compare
+    plan_file.write_text(json.dumps(data))
+    pinned = reconcile("apply", plan_file, "--spec", CHECKINS, "--journal-dir", tmp_path / "j")
+    assert pinned.returncode == 1 and "the plan carries a spec that is not" in pinned.stderr
+    assert source.read_bytes() == DEMO.read_bytes()
+    honest = tmp_path / "honest.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", source, "--out", honest).returncode == 0
+    assert reconcile("apply", honest, "--spec", CHECKINS, "--journal-dir", tmp_path / "j").returncode == 0
