@@ -107,15 +107,18 @@ MUTATIONS = {
 }
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("mutation", MUTATIONS)
+def _changes(shape: str, mutation: str) -> bool:
+    op = data_of(PLAN)["ops"][SHAPES[shape]]
+    before = copy.deepcopy(op)
+    MUTATIONS[mutation](op)
+    return op != before  # e.g. adding a transition to an op that has one changes nothing
+
+
+@pytest.mark.parametrize(("mutation", "shape"), [(m, s) for m in MUTATIONS for s in SHAPES if _changes(s, m)])
 def test_a_tampered_op_on_unchanged_data_is_never_admitted(shape, mutation):
     data = data_of(PLAN)
     op = data["ops"][SHAPES[shape]]
-    before = copy.deepcopy(op)
     MUTATIONS[mutation](op)
-    if op == before:
-        pytest.skip("this mutation does not apply to this op")  # e.g. a transition already there
     try:
         tampered = reload(data)
     except PlanFileError:
