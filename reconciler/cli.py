@@ -181,8 +181,8 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
         sys.stdout.buffer.flush()
     else:
         _echo(render_plan(planned.plan, fmt))
-    if out and fmt != "json":
-        click.echo(f"Saved the plan to {out}; apply it with: reconcile apply {out}")
+    if out:  # on stderr: stdout is the document alone (a PR comment, a JSON plan)
+        click.echo(printable(f"Saved the plan to {out}; apply it with: reconcile apply {out}"), err=True)
     if detailed_exitcode and planned.plan.summary.changes:
         raise _Exit(EXIT_CHANGES)
 
@@ -291,6 +291,26 @@ def _confirm(changes: int, source: str) -> None:
     if answer.strip() != "yes":
         click.echo("Apply cancelled; nothing was written.")
         raise _Exit(EXIT_OK)
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for a terminal, markdown for a pull-request comment, json for the plan file's "
+                   "exact bytes.")
+def show(plan_file: str, fmt: str) -> None:
+    """Render a saved PLAN without applying it, as `plan` printed it.
+
+    The plan is read as `apply` reads it: strictly, with its embedded spec checked against its hash
+    and against the spec file it names (when that file exists here). Reads no source, writes nothing.
+    """
+    saved, _ = commands.load_plan(plan_file)
+    if fmt == "json":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(plan_bytes(saved))
+        sys.stdout.buffer.flush()
+    else:
+        _echo(render_plan(saved, fmt))
 
 
 @cli.command()

@@ -266,3 +266,30 @@ def test_a_change_made_while_the_prompt_waits_is_seen_before_anything_is_written
 def test_a_timeout_that_could_never_bound_a_wait_is_refused(value):
     run = reconcile("plan", "--spec", CHECKINS, "--source", DEMO, "--timeout", value)
     assert run.returncode == 1 and "--timeout" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
+def test_show_renders_a_saved_plan_exactly_as_plan_printed_it_and_writes_nothing(tmp_path, fmt):
+    source = tmp_path / "demo.json"
+    source.write_bytes(DEMO.read_bytes())
+    plan_file = tmp_path / "plan.json"
+    planned = reconcile("plan", "--spec", CHECKINS, "--source", source, "--out", plan_file, "--format", fmt,
+                        "--quiet")
+    assert planned.returncode == 0, planned.stderr
+    assert "Saved the plan to" in planned.stderr and "Saved the plan" not in planned.stdout
+    shown = reconcile("show", plan_file, "--format", fmt)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert shown.stdout == planned.stdout
+    if fmt == "json":
+        assert shown.stdout == plan_file.read_text()
+    assert source.read_bytes() == DEMO.read_bytes()
+
+
+def test_show_refuses_an_edited_plan_in_one_sentence(tmp_path):
+    plan_file = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", DEMO, "--out", plan_file).returncode == 0
+    data = json.loads(plan_file.read_text())
+    data["ops"][0]["rules"] = [1]
+    plan_file.write_text(json.dumps(data))
+    shown = reconcile("show", plan_file)
+    assert shown.returncode == 1 and shown.stdout == "" and len(shown.stderr.strip().splitlines()) == 1
