@@ -116,16 +116,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("spec_path", metavar="SPEC")
-def validate(spec_path: str) -> None:
-    """Check SPEC against the spec schema and its own rules.
+@click.argument("spec_paths", metavar="SPEC...", nargs=-1, required=True)
+def validate(spec_paths: tuple[str, ...]) -> None:
+    """Check each SPEC against the spec schema and its own rules (a pre-commit hook may pass many).
 
-    Every problem is listed as file:line:column with what to write instead. Exit 0 when the spec
-    is valid, 1 when it is not.
+    Every problem is listed as file:line:column with what to write instead. Exit 0 when every spec
+    is valid, 1 when one is not (each file is checked and reported).
     """
-    spec = commands.validate(spec_path)
-    link = f", link {spec.link.collection}" if spec.link else ""
-    click.echo(f"{spec_path}: valid spec {spec.name!r} (series {spec.series.collection}{link}).")
+    invalid = 0
+    for spec_path in spec_paths:
+        try:
+            spec = commands.validate(spec_path)
+        except SpecError as error:
+            if len(spec_paths) == 1:
+                raise
+            invalid += 1
+            click.echo(f"error: {printable(str(error), newlines=True)}", err=True)
+            continue
+        link = f", link {spec.link.collection}" if spec.link else ""
+        click.echo(printable(f"{spec_path}: valid spec {spec.name!r} "
+                             f"(series {spec.series.collection}{link})."))
+    if invalid:
+        raise SpecError([f"{invalid} of {len(spec_paths)} specs are invalid (see above)"])
 
 
 @cli.command()

@@ -293,3 +293,14 @@ def test_show_refuses_an_edited_plan_in_one_sentence(tmp_path):
     plan_file.write_text(json.dumps(data))
     shown = reconcile("show", plan_file)
     assert shown.returncode == 1 and shown.stdout == "" and len(shown.stderr.strip().splitlines()) == 1
+
+
+def test_validate_checks_every_file_it_is_given_and_fails_if_one_is_invalid(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\n")
+    every = reconcile("validate", CHECKINS, SESSIONS_SPEC := CHECKINS.parent / "sessions.yaml")
+    assert every.returncode == 0 and every.stdout.count(": valid spec") == 2
+    mixed = reconcile("validate", CHECKINS, bad, SESSIONS_SPEC)
+    assert mixed.returncode == 1 and mixed.stdout.count(": valid spec") == 2
+    assert f"{bad}:1:1: the spec is missing the key 'name'" in mixed.stderr
+    assert mixed.stderr.strip().endswith("1 of 3 specs are invalid (see above)")
