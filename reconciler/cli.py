@@ -36,6 +36,10 @@ source_option = click.option("--source", required=True, metavar="SRC",
                                   "firestore://PROJECT[/DATABASE] (the emulator when "
                                   "FIRESTORE_EMULATOR_HOST is set, else Application Default "
                                   "Credentials).")
+show_values_option = click.option(
+    "--show-values", is_flag=True,
+    help="Markdown only: show document values (copied fields, filled values, finding messages). By "
+         "default a pull-request comment shows IDs, series keys, rules and counts, and no value.")
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress output and no timing line on stderr.")
 def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -168,10 +172,11 @@ def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) ->
               help="text for a terminal, markdown for a pull-request comment, json for machines.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+@show_values_option
 @quiet_option
 @timeout_option
 def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool,
-         quiet: bool, timeout: float) -> None:
+         show_values: bool, quiet: bool, timeout: float) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
     Reads each collection once and writes nothing to the source. The same spec and data give a
@@ -192,7 +197,7 @@ def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitco
         sys.stdout.buffer.write(saved)
         sys.stdout.buffer.flush()
     else:
-        _echo(render_plan(planned.plan, fmt))
+        _echo(render_plan(planned.plan, fmt, show_values))
     if out:  # on stderr: stdout is the document alone (a PR comment, a JSON plan)
         click.echo(printable(f"Saved the plan to {out}; apply it with: reconcile apply {out}"), err=True)
     if detailed_exitcode and planned.plan.summary.changes:
@@ -310,7 +315,8 @@ def _confirm(changes: int, source: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="text for a terminal, markdown for a pull-request comment, json for the plan file's "
                    "exact bytes.")
-def show(plan_file: str, fmt: str) -> None:
+@show_values_option
+def show(plan_file: str, fmt: str, show_values: bool) -> None:
     """Render a saved PLAN without applying it, as `plan` printed it.
 
     The plan is read as `apply` reads it: strictly, with its embedded spec checked against its hash
@@ -322,7 +328,7 @@ def show(plan_file: str, fmt: str) -> None:
         sys.stdout.buffer.write(plan_bytes(saved))
         sys.stdout.buffer.flush()
     else:
-        _echo(render_plan(saved, fmt))
+        _echo(render_plan(saved, fmt, show_values))
 
 
 @cli.command()

@@ -24,11 +24,13 @@ MARKDOWN_BUDGET = 50_000  # characters of table rows, all tables together
 MARKDOWN_CELL = 200  # characters of one cell
 
 
-def render_plan(plan: Plan, fmt: str) -> str:
+def render_plan(plan: Plan, fmt: str, show_values: bool = False) -> str:
+    """``show_values``: markdown (a pull-request comment, seen by everyone with access to the
+    repository) shows no document value unless asked: IDs, series keys, rules and counts only."""
     if fmt == "json":
         return dumps_plan(plan)
     if fmt == "markdown":
-        return _plan_markdown(plan)
+        return _plan_markdown(plan, show_values)
     return _plan_text(plan)
 
 
@@ -95,7 +97,7 @@ def _(op: FillFieldsOp) -> list[str]:
 # -- markdown ----------------------------------------------------------------------------------------
 
 
-def _plan_markdown(plan: Plan) -> str:
+def _plan_markdown(plan: Plan, show_values: bool) -> str:
     s = plan.summary
     lines = [
         f"### reconcile plan: {_code(plan.spec_name)} on {_code(plan.source)}", "",
@@ -106,11 +108,12 @@ def _plan_markdown(plan: Plan) -> str:
     ]
     budget = [MARKDOWN_BUDGET // 2 if plan.findings else MARKDOWN_BUDGET]
     if plan.ops:
+        values = "values" if show_values else "fields (values hidden; `--show-values` shows them)"
         lines += [f"<details><summary>Changes ({len(plan.ops)} document writes)</summary>", "",
-                  "| op | document | rules | link | values |", "|---|---|---|---|---|"]
+                  f"| op | document | rules | link | {values} |", "|---|---|---|---|---|"]
         # Changes to existing documents first: they are what a reviewer must see.
         ordered = sorted(plan.ops, key=lambda op: isinstance(op, CreateDocumentOp))
-        lines += _rows((op_markdown(op) for op in ordered), len(plan.ops), budget)
+        lines += _rows((op_markdown(op, show_values) for op in ordered), len(plan.ops), budget)
         lines += ["", "</details>", ""]
     if plan.findings:
         budget = [MARKDOWN_BUDGET - MARKDOWN_BUDGET // 2 if plan.ops else MARKDOWN_BUDGET]
@@ -119,7 +122,9 @@ def _plan_markdown(plan: Plan) -> str:
         lines += [f"| {_code(code)} | {count} |" for code, count in sorted(counts.items())]
         lines += ["", f"<details><summary>Findings ({len(plan.findings)})</summary>", "",
                   "| code | document | series | message |", "|---|---|---|---|"]
-        lines += _rows((f"| {_code(f.code)} | {_code(f.path)} | {_cell(f.series)} | {_cell(f.message)} |"
+        # A finding's message quotes the values it is about: shown only when asked.
+        lines += _rows((f"| {_code(f.code)} | {_code(f.path)} | {_code(f.series) if f.series else ''} | "
+                        f"{_code(f.message) if show_values else 'see docs/findings.md'} |"
                         for f in plan.findings), len(plan.findings), budget)
         lines += ["", "</details>", ""]
     lines.append(f"<sub>spec {_code(plan.spec_path)} sha256 {_code(plan.spec_sha256[:12])}, read at "
@@ -152,31 +157,32 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _cell(text: str) -> str:
-    text = printable(text).replace("|", "\\|")
-    return text if len(text) <= MARKDOWN_CELL else text[: MARKDOWN_CELL - 1] + "…"
-
-
 @singledispatch
-def op_markdown(op: Op) -> str:
+def op_markdown(op: Op, show_values: bool = False) -> str:
     raise TypeError(f"no markdown renderer for {type(op).__name__}")
 
 
 @op_markdown.register
-def _(op: CreateDocumentOp) -> str:
-    values = ", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items()))
-    return (f"| create | {_code(op.path)} | {_cell(', '.join(op.rules))} | {'yes' if op.group else ''} | "
-            f"{_cell(values)} |")
+def _(op: CreateDocumentOp, show_values: bool = False) -> str:
+    if show_values:
+        values = _code(", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items())))
+    else:
+        values = f"{len(op.fields)} fields"
+    return (f"| create | {_code(op.path)} | {_code(', '.join(op.rules))} | {'yes' if op.group else ''} | "
+            f"{values} |")
 
 
 @op_markdown.register
-def _(op: FillFieldsOp) -> str:
-    changes = [f"{f.field}: {show(f.before)} → {show(f.value)}" for f in op.fills]
-    if op.transition:
+def _(op: FillFieldsOp, show_values: bool = False) -> str:
+    if show_values:
+        changes = [f"{f.field}: {show(f.before)} → {show(f.value)}" for f in op.fills]
+    else:
+        changes = [f"{f.field} filled" for f in op.fills]
+    if op.transition:  # a status the spec names, not a value of the data's own
         changes.append(f"{op.transition.field}: {show(op.transition.before)} → "
                        f"{show(op.transition.to)}")
-    return (f"| fill | {_code(op.path)} | {_cell(', '.join(op.rules))} | {'yes' if op.group else ''} | "
-            f"{_cell('; '.join(sorted(changes)))} |")
+    return (f"| fill | {_code(op.path)} | {_code(', '.join(op.rules))} | {'yes' if op.group else ''} | "
+            f"{_code('; '.join(sorted(changes)))} |")
 
 
 def to_json(data: Any) -> str:

@@ -73,3 +73,38 @@ def test_journals_plans_and_exports_are_private(tmp_path):
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     assert stat.S_IMODE(journal_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(export.stat().st_mode) == 0o600
+
+
+PRIVATE = {"clientName": "Jane Private", "coachNote": "@org/coaches </details><h1>approved</h1> struggling"}
+
+
+def private_snapshot(tmp_path):
+    state = SnapshotStore(DEMO).read()
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    for doc_id, doc in list(collections["check_in_assignments"].items()):
+        collections["check_in_assignments"][doc_id] = replace(doc, fields={**doc.fields, **PRIVATE})
+    path = tmp_path / "private.json"
+    path.write_bytes(snapshot_bytes(replace(state, collections=collections)))
+    return path
+
+
+def test_a_pull_request_comment_shows_no_document_value_unless_asked(tmp_path):
+    source = private_snapshot(tmp_path)
+    comment = reconcile("plan", "--spec", CHECKINS, "--source", source, "--format", "markdown").stdout
+    assert "Plan: 379 to create, 17 to link, 2 to fill" in comment
+    for value in ("Jane Private", "approved", "@org", "</details><h1>", "struggling"):
+        assert value not in comment, value
+    scores = [f"score: (missing) → {n}" for n in (6, 7, 9)]
+    assert not any(score in comment for score in scores)
+
+
+def test_values_shown_on_request_are_inert_inside_code_spans(tmp_path):
+    source = private_snapshot(tmp_path)
+    comment = reconcile("plan", "--spec", CHECKINS, "--source", source, "--format", "markdown",
+                        "--show-values").stdout
+    rows = [line for line in comment.splitlines() if "approved" in line]
+    assert rows, "--show-values shows the values"
+    for row in rows:
+        values = re.split(r"(?<!\\)\|", row.strip().strip("|"))[-1].strip()
+        assert values.startswith("`") and values.endswith("`"), values[:80]  # HTML and mentions inert
+        assert values.count("`") == 2 * len(re.match(r"`+", values).group())
