@@ -42,6 +42,7 @@ from reconciler.model import (
     Plan,
     Spec,
     State,
+    group_key,
 )
 from reconciler.plan import op_to_data
 from reconciler.values import is_timestamp, show
@@ -243,7 +244,7 @@ def _written_twice(ops: Sequence[Op]) -> list[str]:
 def _groups(ops: Iterable[Op]) -> dict[str, tuple[Op, ...]]:
     units: dict[str, list[Op]] = {}
     for op in ops:
-        units.setdefault(op.group or f"op:{op.path}", []).append(op)
+        units.setdefault(group_key(op), []).append(op)
     return {key: tuple(sorted(group, key=lambda op: op.path)) for key, group in units.items()}
 
 

@@ -347,8 +347,13 @@ class Plan:
         """The atomic units of the plan: a link's ops together, every other op alone; in plan order."""
         units: dict[str, list[Op]] = {}
         for op in self.ops:
-            units.setdefault(op.group or f"op:{op.path}", []).append(op)
+            units.setdefault(group_key(op), []).append(op)
         return [tuple(ops) for ops in units.values()]
+
+
+def group_key(op: Op) -> str:
+    """The atomic unit an op belongs to: its link (the member's path), or the op alone."""
+    return op.group or f"op:{op.path}"
 
 
 def _is_new_link_fill(op: FillFieldsOp, fill: FieldFill) -> bool:
