@@ -7,7 +7,8 @@ line is written on every way out of an apply the process can see (success, an er
 server, an interrupt) and counts only what the result lines say. The file is created 0600 in a
 0700 directory: it holds the data's values. Owns the file layout; must not decide what to write.
 
-    {"event": "start", "spec": ..., "source": ..., "plan_read_time": ..., "ops": N, "at": ...}
+    {"format": "reconcile-journal", "format_version": "1.0", "event": "start", "spec": ...,
+     "source": ..., "plan_read_time": ..., "ops": N, "at": ...}
     {"event": "not_sent", "results": [{"path", "applied": false, "reason", "update_time": null}]}
     {"event": "commit", "batch": 1, "ops": [<op as in the plan file>], "before": {path: fields | null}}
     {"event": "result", "batch": 1, "results": [{"path", "applied", "reason", "update_time"}]}
@@ -27,6 +28,7 @@ from typing import Any
 
 from reconciler.errors import SourceError
 from reconciler.files import PRIVATE_FILE, make_private_directory
+from reconciler.formats import JOURNAL
 from reconciler.model import Op, OpResult, Plan, State
 from reconciler.plan import op_to_data
 from reconciler.values import encode, encode_fields
@@ -51,7 +53,8 @@ class Journal:
         except OSError as error:
             raise SourceError(f"{directory}: cannot write the apply journal ({error.strerror}); "
                               "pass --journal-dir with a writable directory") from error
-        self._record({"event": "start", "spec": plan.spec_name, "spec_sha256": plan.spec_sha256,
+        self._record({**JOURNAL.header(), "event": "start", "spec": plan.spec_name,
+                      "spec_sha256": plan.spec_sha256,
                       "source": plan.source, "plan_read_time": encode(plan.read_time),
                       "ops": len(plan.ops), "at": encode(now)})
 

@@ -240,6 +240,7 @@ class _Draft:
     transition: StatusTransition | None = None
     rules: set[str] = field(default_factory=set)
     group: str | None = None
+    series: str = ""
 
     def current(self, name: str) -> Any:
         if self.existing is None:
@@ -271,12 +272,12 @@ class _Draft:
     def op(self) -> Op | None:
         if self.existing is None:
             return CreateDocumentOp(path=self.path, fields=self.fields, rules=tuple(sorted(self.rules)),
-                                    group=self.group)
+                                    group=self.group, series=self.series)
         if not self.fills:
             return None
         return FillFieldsOp(path=self.path, update_time=self.existing.update_time,
                             fills=tuple(sorted(self.fills, key=lambda f: f.field)),
-                            transition=self.transition, group=self.group)
+                            transition=self.transition, group=self.group, series=self.series)
 
 
 def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str]) -> Outcome:
@@ -329,7 +330,7 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
 
     drafts: dict[str, _Draft] = {}
     if rule.fill_base_week and is_empty(base.get(rule.week_field)):
-        drafts[base.path] = _Draft(spec, base.path, base)
+        drafts[base.path] = _Draft(spec, base.path, base, series=series.label)
         drafts[base.path].fill(rule.week_field, 1, f"{rule.id}.{ACTION_BASE_WEEK}")
 
     # A week's target: its one member (a draft is made only if it changes), a new week's draft,
@@ -349,11 +350,11 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
             targets[week] = None
             continue
         fields = _new_week_fields(spec, base, week, cadence.due(start, week))
-        targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields,
+        targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields, series=series.label,
                                               rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
     if spec.link is not None:
-        _Links(spec, drafts, report).series(series, length, targets)
+        _Links(spec, drafts, report, series.label).series(series, length, targets)
 
     ops = tuple(op for op in (d.op() for d in drafts.values()) if op is not None)
     return Outcome(ops, tuple(findings))
@@ -442,9 +443,10 @@ class _Links:
     """Rule 7 for one series, slot by slot. Reads targets through the run's drafts, so a change
     made earlier in the run (a base's week) is seen, and every document is written once."""
 
-    def __init__(self, spec: Spec, drafts: dict[str, _Draft], report) -> None:
+    def __init__(self, spec: Spec, drafts: dict[str, _Draft], report, label: str) -> None:
         assert spec.link is not None
         self.spec, self.link, self.drafts, self.report = spec, spec.link, drafts, report
+        self.label = label
 
     def read(self, target: Document | _Draft, name: str) -> Any:
         if isinstance(target, _Draft):
@@ -457,7 +459,7 @@ class _Links:
             return target
         draft = self.drafts.get(target.path)
         if draft is None:
-            draft = self.drafts[target.path] = _Draft(self.spec, target.path, target)
+            draft = self.drafts[target.path] = _Draft(self.spec, target.path, target, series=self.label)
         return draft
 
     def series(self, series: SeriesInput, length: int, targets: dict[int, Document | _Draft | None]) -> None:

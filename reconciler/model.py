@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from reconciler.formats import PLAN
 from reconciler.values import MISSING, canonical, is_empty
 
 # -- the spec ----------------------------------------------------------------------------------------
@@ -218,6 +219,7 @@ class CreateDocumentOp:
     fields: dict[str, Any]
     rules: tuple[str, ...]
     group: str | None = None  # ops with the same group commit atomically (a link)
+    series: str = ""  # the series the op belongs to (spelled as a finding's); for reviewers only
 
     @property
     def precondition(self) -> dict[str, Any]:
@@ -244,6 +246,7 @@ class FillFieldsOp:
     fills: tuple[FieldFill, ...]
     transition: StatusTransition | None = None
     group: str | None = None
+    series: str = ""
 
     def __post_init__(self) -> None:
         if not self.fills:
@@ -304,9 +307,6 @@ class OpResult:
 
 # -- the plan ----------------------------------------------------------------------------------------
 
-PLAN_FORMAT_VERSION = "1.0"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
     create: int
@@ -333,7 +333,7 @@ class Plan:
     read_time: datetime | None
     ops: tuple[Op, ...]
     findings: tuple[Finding, ...]
-    format_version: str = PLAN_FORMAT_VERSION
+    format_version: str = PLAN.version
 
     @property
     def summary(self) -> Summary:

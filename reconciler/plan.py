@@ -1,6 +1,6 @@
 """Build a plan from (spec, state), and the plan file format. Pure: no files, no clock.
 
-The plan file (JSON, ``format_version`` 1.x) holds everything ``apply PLAN`` needs: the spec's text
+The plan file (JSON, ``formats.PLAN``) holds everything ``apply PLAN`` needs: the spec's text
 and hash, the source and read time, every op with its rule ids, path, fields and precondition, the
 findings and the summary. Encoding is deterministic: the same plan gives the same bytes.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from reconciler.errors import PlanFileError
+from reconciler.formats import PLAN, check_version
 from reconciler.kernel import reconcile
 from reconciler.model import (
-    PLAN_FORMAT_VERSION,
     CreateDocumentOp,
     FieldFill,
     FillFieldsOp,
@@ -42,8 +42,6 @@ from reconciler.values import (
     parse_timestamp,
 )
 
-FORMAT = "reconcile-plan"
-
 
 def build_plan(spec: Spec, state: State) -> Plan:
     ops, findings = reconcile(spec, state)
@@ -58,7 +56,7 @@ def build_plan(spec: Spec, state: State) -> Plan:
 def plan_to_data(plan: Plan) -> dict[str, Any]:
     summary = plan.summary
     return {
-        "format": FORMAT,
+        "format": PLAN.name,
         "format_version": plan.format_version,
         "spec": {"name": plan.spec_name, "path": plan.spec_path, "sha256": plan.spec_sha256,
                  "text": plan.spec_text},
@@ -75,9 +73,10 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
 def op_to_data(op: Op) -> dict[str, Any]:
     if isinstance(op, CreateDocumentOp):
         return {"op": "create_document", "path": op.path, "rules": list(op.rules), "group": op.group,
-                "precondition": {"exists": False}, "fields": encode_fields(op.fields)}
+                "series": op.series, "precondition": {"exists": False}, "fields": encode_fields(op.fields)}
     return {
         "op": "fill_fields", "path": op.path, "rules": list(op.rules), "group": op.group,
+        "series": op.series,
         "precondition": {"update_time": encode(op.update_time)},
         "fills": [{"field": f.field, "value": encode(f.value), "before": _encode_empty(f.before),
                    "rule": f.rule} for f in op.fills],
@@ -140,12 +139,7 @@ class _NotExact(Exception):
 
 def loads_plan(text: str, where: str) -> Plan:
     data = _parse_json(text, where)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise PlanFileError(f"{where}: not a plan file (write one with `reconcile plan --out FILE`)")
-    version = data.get("format_version")
-    if not isinstance(version, str) or version.split(".")[0] != PLAN_FORMAT_VERSION.split(".")[0]:
-        raise PlanFileError(f"{where}: plan format_version {_quote(version)} is not supported (this "
-                            f"build reads {PLAN_FORMAT_VERSION.split('.')[0]}.x); re-run `reconcile plan`")
+    version = check_version(data, where, PLAN, PlanFileError)
     try:
         return _plan(data, version)
     except _Malformed as bad:
@@ -227,13 +221,14 @@ def _op(raw: Any, place: Place) -> Op:
         group = _string(group, (*place, "group"), what="a string or null", empty=False)
     rules = tuple(_string(rule, (*place, "rules", index), empty=False)
                   for index, rule in enumerate(op.list("rules", empty=False)))
+    series = op.string("series")
     precondition = op.object("precondition")
     if kind == "create_document":
         if set(precondition.data) != {"exists"} or precondition.data["exists"] is not False:
             raise _Malformed(precondition.place, 'must be {"exists": false}: a create is made only '
                              "where no document exists")
         fields = _fields(op.get("fields", "an object"), (*place, "fields"))
-        return CreateDocumentOp(path=path, fields=fields, rules=rules, group=group)
+        return CreateDocumentOp(path=path, fields=fields, rules=rules, group=group, series=series)
     update_time = _timestamp_or_null(precondition.get("update_time", _TIMESTAMP_OR_NULL),
                                      (*place, "precondition", "update_time"))
     fills = tuple(_fill(fill, (*place, "fills", index))
@@ -249,7 +244,7 @@ def _op(raw: Any, place: Place) -> Op:
         raise _Malformed((*place, "transition"), "is only made together with a link, but group is null")
     try:
         built = FillFieldsOp(path=path, update_time=update_time, fills=fills, transition=transition,
-                             group=group)
+                             group=group, series=series)
     except ValueError as error:  # the model's own checks; the ones above come first
         raise _Malformed(place, _printable(_shorten(str(error), 120)), sentence=True) from None
     if rules != built.rules:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -30,36 +29,14 @@ from typing import IO, Any
 import orjson
 
 from reconciler import files
-from reconciler.errors import FormatVersionError, SourceError
+from reconciler.errors import SourceError
 from reconciler.files import FileProblem, open_regular
+from reconciler.formats import SNAPSHOT, check_version
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
 
-FORMAT = "reconcile-snapshot"
-FORMAT_VERSION = "1.0"
 _COLLECTIONS_OPEN = b'"collections":{'
-
-
-def check_format_version(data: Any, where: str, expected_format: str, supported: str,
-                         how_to_make: str = "") -> None:
-    """Reject another kind of file or an unknown major version; accept any minor version.
-
-    Says nothing of what another kind of file holds: it may be anything, secrets included."""
-    if type(data) is not dict or data.get("format") != expected_format:
-        raise FormatVersionError(f"{where}: not a {expected_format} file{how_to_make}")
-    version = data.get("format_version")
-    major = supported.split(".")[0]
-    if not isinstance(version, str) or version.split(".")[0] != major:
-        said = repr(version) + " " if isinstance(version, str) and _VERSION.fullmatch(version) else ""
-        raise FormatVersionError(
-            f"{where}: format_version {said}is not supported (this build reads {major}.x); upgrade "
-            "checkin-reconciler or re-export the file")
-
-
-_VERSION = re.compile(r"\d{1,6}(\.\d{1,6}){0,3}")
-_HOW_TO_MAKE = (f' (a snapshot file is a JSON object with "format": "{FORMAT}", written by '
-                "`reconcile snapshot --source SRC --out FILE`)")
 
 
 def loads_json(raw: bytes | str, where: str) -> Any:
@@ -100,7 +77,7 @@ def read_snapshot(path: Path, collections: Iterable[str] | None = None,
         if header is None:
             handle.seek(0)
             return _read_whole(handle.read(), where, wanted, projection)
-        check_format_version(header, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
+        check_version(header, where, SNAPSHOT)
         try:
             header = _strict_json(first.rstrip() + b"}}")
             read_time = decode(header.get("read_time"), "read_time")
@@ -130,7 +107,7 @@ def _read_whole(raw: bytes, where: str, wanted: set[str] | None, projection: Pro
     except SourceError:
         _name_a_number_beyond_a_double(raw, where)
         raise
-    check_format_version(parsed, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
+    check_version(parsed, where, SNAPSHOT)
     del parsed
     try:
         data = _strict_json(raw)
@@ -147,14 +124,14 @@ def _name_a_number_beyond_a_double(raw: bytes, where: str) -> None:
     """orjson refuses a number beyond a double as not JSON. When the strict parse reads the file,
     that number is an integer Firestore cannot hold: name its document and field instead."""
     explained = _strict_or_none(raw)
-    if type(explained) is dict and explained.get("format") == FORMAT:
+    if type(explained) is dict and explained.get("format") == SNAPSHOT.name:
         decode_snapshot(explained, where)
 
 
 def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
                     projection: Projection | None = None) -> State:
     """A whole parsed snapshot (any layout) → State."""
-    check_format_version(data, where, FORMAT, FORMAT_VERSION, _HOW_TO_MAKE)
+    check_version(data, where, SNAPSHOT)
     collections_data = data.get("collections")
     if not isinstance(collections_data, dict):
         raise SourceError(f"{where}: 'collections' must be an object of collection → documents")
@@ -431,7 +408,7 @@ def dumps_snapshot(state: State) -> str:
 
 
 def _snapshot_lines(state: State) -> Iterator[bytes]:
-    header = orjson.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "source": state.source,
+    header = orjson.dumps({**SNAPSHOT.header(), "source": state.source,
                            "read_time": encode(state.read_time)}, option=orjson.OPT_SORT_KEYS)
     yield header[:-1] + b"," + _COLLECTIONS_OPEN + b"\n"
     names = sorted(state.collections)

@@ -347,8 +347,8 @@ def test_every_malformed_op_field_is_named(plan_data, kind, path, value, words):
     (lambda d: d["spec"].pop("name") and None, "plan.json: spec.name is missing"),
     (lambda d: d.update(source=""), "plan.json: source must not be empty"),
     (lambda d: d.update(source={"a": 1}), "plan.json: source must be a string, found an object"),
-    (lambda d: d.update(format_version=1), "plan.json: plan format_version 1 is not supported"),
-    (lambda d: d.update(format_version="9" * 100), "plan.json: plan format_version '99999999"),
+    (lambda d: d.update(format_version=1), "plan.json: format_version 1 is not supported"),
+    (lambda d: d.update(format_version="9" * 100), "plan.json: format_version '99999999"),
     (lambda d: d.update(format=None), "plan.json: not a plan file"),
 ])
 def test_every_malformed_plan_field_is_named(plan_data, change, words):

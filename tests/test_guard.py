@@ -276,7 +276,7 @@ def tamper(plan_file, how: str, current: State) -> None:
                     and doc.update_time is not None)
         doc = current.collections[A][path]
         ops.append({"op": "fill_fields", "path": f"{A}/{path}", "rules": ["link.pair"],
-                    "group": f"{A}/{path}",
+                    "group": f"{A}/{path}", "series": "",
                     "precondition": {"update_time": {"$timestamp": doc.update_time.isoformat().replace(
                         "+00:00", "Z")}},
                     "fills": [{"field": "score", "value": 0, "before": None, "rule": "link.pair"}],
@@ -287,7 +287,7 @@ def tamper(plan_file, how: str, current: State) -> None:
         member["fills"].append({"field": "coachNote", "value": "hi", "before": None, "rule": "link.pair"})
     elif how in ("clients", "secrets"):
         ops.append({"op": "create_document", "path": f"{how}/planted", "rules": ["series.new_week"],
-                    "group": None, "precondition": {"exists": False}, "fields": {"x": 1}})
+                    "group": None, "series": "", "precondition": {"exists": False}, "fields": {"x": 1}})
     elif how == "no-update-time":
         last = next(op for op in reversed(ops) if op["op"] == "fill_fields")
         ops.remove(last)

@@ -33,7 +33,11 @@ def new_week(spec, week: int, key=("c1", "f1"), total=3, group=False, **extra) -
     fields.update(extra)
     path = week_path(spec, week, key)
     rules = ("link.pair", "series.new_week") if group else ("series.new_week",)
-    return CreateDocumentOp(path=path, fields=fields, rules=rules, group=path if group else None)
+    return CreateDocumentOp(path=path, fields=fields, rules=rules, group=path if group else None,
+                            series=f"clientId={key[0]} formId={key[1]}")
+
+
+S1 = "clientId=c1 formId=f1"  # the series of the default base built by ``assignment``
 
 
 # -- rules 1-3: series, base, length -----------------------------------------------------------------
@@ -66,7 +70,7 @@ def test_a_total_weeks_that_is_not_a_positive_integer_uses_the_default_and_is_re
 
 def test_is_recurring_without_a_week_is_week_one_and_gets_the_week_filled(spec):
     plan = plan_of(spec, assignment("a1", DROP, totalWeeks=1))
-    assert plan.ops == (FillFieldsOp(path=f"{A}/a1", update_time=UPDATED, fills=(
+    assert plan.ops == (FillFieldsOp(path=f"{A}/a1", update_time=UPDATED, series=S1, fills=(
         FieldFill(field="recurringWeek", value=1, rule="series.base_week", before=MISSING),)),)
     assert plan.summary.fill == 1
 
@@ -80,7 +84,7 @@ def test_a_null_week_on_a_recurring_base_is_empty_and_filled(spec):
 def test_an_integer_week_makes_a_member_even_without_the_flag(spec):
     plan = plan_of(spec, assignment("a1", 1, isRecurring=DROP, totalWeeks=2))
     assert plan.ops == (CreateDocumentOp(
-        path=week_path(spec, 2), rules=("series.new_week",),
+        path=week_path(spec, 2), rules=("series.new_week",), series=S1,
         fields={"clientId": "c1", "formId": "f1", "recurringWeek": 2, "totalWeeks": 2,
                 "dueDate": due(2), "status": "pending", "responseId": None}),)
 
@@ -239,11 +243,11 @@ def test_case_3_an_existing_assignment_and_its_response_are_linked_both_ways(spe
     plan = plan_of(spec, assignment("a1", 1, totalWeeks=1), response("r1", 1))
     submitted = due(1) - timedelta(hours=3)
     assert plan.ops == (
-        FillFieldsOp(path=f"{A}/a1", update_time=UPDATED, group=f"{A}/a1",
+        FillFieldsOp(path=f"{A}/a1", update_time=UPDATED, group=f"{A}/a1", series=S1,
                      fills=link_fills("r1", submitted=submitted),
                      transition=StatusTransition(field="status", before="pending", to="completed",
                                                  rule="link.pair")),
-        FillFieldsOp(path=f"{R}/r1", update_time=UPDATED, group=f"{A}/a1",
+        FillFieldsOp(path=f"{R}/r1", update_time=UPDATED, group=f"{A}/a1", series=S1,
                      fills=(FieldFill(field="assignmentId", value="a1", rule="link.pair", before=MISSING),)),
     )
     assert plan.summary.line() == "Plan: 0 to create, 1 to link, 0 to fill; 0 to delete, 0 to overwrite."
@@ -255,7 +259,7 @@ def test_case_1_a_response_for_a_missing_week_gets_its_week_created_already_link
     assert plan.ops == (
         new_week(spec, 2, total=2, group=True, responseId="r2", status="completed", score=6.5,
                  completedAt=due(2) - timedelta(hours=3)),
-        FillFieldsOp(path=f"{R}/r2", update_time=UPDATED, group=path,
+        FillFieldsOp(path=f"{R}/r2", update_time=UPDATED, group=path, series=S1,
                      fills=(FieldFill(field="assignmentId", value=path.split("/")[1], rule="link.pair",
                                       before=MISSING),)),
     )
@@ -301,7 +305,7 @@ def test_a_response_already_naming_the_assignment_is_preferred_over_a_later_one(
 def test_a_half_link_from_the_assignment_is_completed_on_the_response(spec):
     plan = plan_of(spec, assignment("a1", 1, totalWeeks=1, responseId="r1", status="completed"),
                    response("r1", 1, assignmentId=""), response("r1b", 1))
-    assert plan.ops == (FillFieldsOp(path=f"{R}/r1", update_time=UPDATED, fills=(
+    assert plan.ops == (FillFieldsOp(path=f"{R}/r1", update_time=UPDATED, series=S1, fills=(
         FieldFill(field="assignmentId", value="a1", rule="link.complete_half_link", before=""),)),)
     assert codes(plan) == [("response.duplicate", f"{R}/r1b")]
     assert plan.summary.line() == "Plan: 0 to create, 0 to link, 1 to fill; 0 to delete, 0 to overwrite."

@@ -10,7 +10,7 @@ import pytest
 from builders import CHECKINS, DEMO, ROOT
 
 from reconciler.errors import PlanFileError
-from reconciler.model import State
+from reconciler.model import CreateDocumentOp, State
 from reconciler.plan import build_plan, dumps_plan, loads_plan
 from reconciler.render import render_plan
 from reconciler.snapshot import SnapshotStore
@@ -54,7 +54,7 @@ def test_the_same_inputs_give_byte_identical_plans_whatever_the_read_order(demo_
 
 def test_the_plan_file_says_what_it_holds(demo_plan):
     data = json.loads(dumps_plan(demo_plan))
-    assert data["format"] == "reconcile-plan" and data["format_version"] == "1.0"
+    assert data["format"] == "reconcile-plan" and data["format_version"] == "1.1"
     assert data["spec"]["sha256"] == load_spec("specs/checkins.yaml").sha256
     assert data["summary"] == {"create": 379, "link": 17, "fill": 2, "delete": 0, "overwrite": 0,
                                "findings": 21}
@@ -64,6 +64,27 @@ def test_the_plan_file_says_what_it_holds(demo_plan):
             assert op["precondition"] == {"exists": False}
         else:
             assert "$timestamp" in op["precondition"]["update_time"]
+
+
+def test_every_op_names_its_series(demo_plan):
+    """For reviewers: each op carries the series it belongs to, spelled as findings spell it."""
+    spec = load_spec("specs/checkins.yaml")
+    for op in demo_plan.ops:
+        if isinstance(op, CreateDocumentOp):  # a new week copies its series key from the base
+            key = " ".join(f"{name}={op.fields[name]}" for name in spec.series.key)
+            assert op.series == key
+        else:
+            assert op.series.startswith("clientId=") and " formId=" in op.series
+    linked = {op.group: op.series for op in demo_plan.ops if op.group and op.path == op.group}
+    assert all(op.series == linked[op.group] for op in demo_plan.ops if op.group)
+
+
+def test_a_plan_of_an_earlier_minor_version_is_refused_with_what_to_do(demo_plan):
+    data = json.loads(dumps_plan(demo_plan))
+    data["format_version"] = "1.0"
+    with pytest.raises(PlanFileError, match=r"p\.json: format_version '1\.0' was written by an earlier "
+                                            r"version.*reads 1\.1 and later.*reconcile plan"):
+        loads_plan(json.dumps(data), "p.json")
 
 
 def test_unknown_fields_are_ignored(demo_plan):

@@ -280,7 +280,7 @@ def test_a_json_file_that_is_not_a_snapshot_is_not_echoed(tmp_path, content):
     path.write_text(content)
     stderr = one_sentence_exit_1(reconcile("plan", "--spec", CHECKINS, "--source", path))
     assert "SECRET" not in stderr and "hunter2" not in stderr
-    assert "not a reconcile-snapshot file" in stderr and "reconcile snapshot" in stderr
+    assert "not a snapshot file" in stderr and "reconcile snapshot" in stderr
 
 
 # -- 4. regular files only, without blocking -------------------------------------------------------

@@ -99,7 +99,7 @@ def test_unknown_fields_are_ignored_and_minor_versions_accepted(tmp_path):
 @pytest.mark.parametrize(("overrides", "error", "words"), [
     ({"format_version": "2.0"}, FormatVersionError, "format_version '2.0' is not supported"),
     ({"format_version": None}, FormatVersionError, "not supported"),
-    ({"format": "something-else"}, FormatVersionError, "not a reconcile-snapshot file"),
+    ({"format": "something-else"}, FormatVersionError, "not a snapshot file"),
     ({"collections": []}, SourceError, "'collections' must be an object"),
     ({"collections": {"things": {"t1": {"fields": {"d": {"$timestamp": "soon"}}}}}}, SourceError,
      "collections.things.t1.fields.d: bad $timestamp value"),
