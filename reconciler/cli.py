@@ -18,15 +18,25 @@ import click
 
 from reconciler import __version__, commands, progress
 from reconciler.errors import ApplyRefused, ReconcileError, SourceError, SpecError
-from reconciler.files import output_problem, write_atomically
+from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
+from reconciler.markdown import PART_LIMIT
 from reconciler.plan import plan_bytes
-from reconciler.render import render_audit, render_plan, render_verification
+from reconciler.render import (
+    AUDIT_FORMATS,
+    PLAN_FORMATS,
+    render_audit,
+    render_comparison,
+    render_comparison_parts,
+    render_plan,
+    render_plan_parts,
+    render_verification,
+)
 from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
 from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-FORMATS = click.Choice(["text", "json", "markdown"])
+FORMATS = click.Choice(list(PLAN_FORMATS))
 _COLOURS = {"+": "green", "~": "yellow", "!": "red"}
 
 spec_option = click.option("--spec", "spec_path", required=True, metavar="SPEC",
@@ -147,7 +157,7 @@ def validate(spec_paths: tuple[str, ...]) -> None:
 @cli.command()
 @spec_option
 @source_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(list(AUDIT_FORMATS)), default="text",
               show_default=True, help="Output format.")
 @quiet_option
 @timeout_option
@@ -163,45 +173,100 @@ def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) ->
     _echo(render_audit(report, fmt), fmt=fmt)
 
 
+split_option = click.option(
+    "--split", "split_dir", metavar="DIR", type=click.Path(file_okay=False),
+    help="Markdown only: write the document, every row of it, as DIR/part-01.md, part-02.md, … "
+         f"(each at most {PART_LIMIT:,} characters, valid markdown on its own: one pull-request "
+         "comment each) instead of printing it cut to one comment. DIR is created, or must be empty.")
+
+
 @cli.command()
 @spec_option
 @source_option
+@click.option("--compare-spec", "old_spec_path", metavar="OLD",
+              help="Also plan OLD (e.g. the spec on the base branch) on the same read, and report what "
+                   "the change from OLD to SPEC does: writes added, removed and changed, per rule and per "
+                   "series, and the existing documents that will disagree with SPEC (a person decides "
+                   "those; the tool never changes them).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan (JSON) to this "
-              "file, for `reconcile apply FILE`.")
+              "file, for `reconcile apply FILE` (with --compare-spec: SPEC's plan).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
-              help="text for a terminal, markdown for a pull-request comment, json for machines.")
+              help="text for a terminal, markdown for a pull-request comment, json for machines (the "
+                   "plan file; with --compare-spec, the comparison).")
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+              help="Exit 0 when there are no changes, 2 when there are, 1 on error; with --compare-spec, "
+                   "2 when the change does something to the data (writes or findings differ).")
 @show_values_option
+@split_option
 @quiet_option
 @timeout_option
-def plan(spec_path: str, source: str, out: str | None, fmt: str, detailed_exitcode: bool,
-         show_values: bool, quiet: bool, timeout: float) -> None:
+def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
+         detailed_exitcode: bool, show_values: bool, split_dir: str | None, quiet: bool,
+         timeout: float) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
     Reads each collection once and writes nothing to the source. The same spec and data give a
     byte-identical plan. The last line is the summary, e.g. "Plan: 691 to create, 36 to link, 1 to
-    fill; 0 to delete, 0 to overwrite."
+    fill; 0 to delete, 0 to overwrite." Only the document goes to stdout; notes go to stderr.
+
+    \b
+    Review a spec change in a pull request (OLD: the spec on the base branch):
+      git show origin/main:specs/checkins.yaml > /tmp/old.yaml
+      reconcile plan --spec specs/checkins.yaml --compare-spec /tmp/old.yaml \\
+        --source snapshots/demo.json --format markdown --split comment/ --out plan.json
     """
-    inputs = _inputs(spec_path, source)
+    _split_needs_markdown(split_dir, fmt)
+    inputs = _inputs(spec_path, source) + _inputs(old_spec_path, "")
     if out:
         _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
     run = _Run(quiet, timeout=timeout)
-    planned = commands.plan(spec_path, source, run.options)
-    saved = plan_bytes(planned.plan) if out or fmt == "json" else b""
+    if old_spec_path:
+        compared = commands.compare_specs(spec_path, old_spec_path, source, run.options)
+        planned, changed = compared.new, compared.comparison.differs
+    else:
+        planned = commands.plan(spec_path, source, run.options)
+        changed = bool(planned.plan.summary.changes)
+    saved = plan_bytes(planned.plan) if out or (fmt == "json" and not old_spec_path) else b""
     if out:
         _write_output(out, saved, inputs)
     run.finish(f"planned {_documents(planned.state)} documents")
-    if fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
-        sys.stdout.flush()
-        sys.stdout.buffer.write(saved)
-        sys.stdout.buffer.flush()
+    if old_spec_path and split_dir:
+        _write_split(split_dir, render_comparison_parts(compared.comparison, show_values))
+    elif old_spec_path:
+        _echo(render_comparison(compared.comparison, fmt, show_values), fmt=fmt)
+    elif split_dir:
+        _write_split(split_dir, render_plan_parts(planned.plan, show_values))
+    elif fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
+        _write_bytes(saved)
     else:
         _echo(render_plan(planned.plan, fmt, show_values))
     if out:  # on stderr: stdout is the document alone (a PR comment, a JSON plan)
         click.echo(printable(f"Saved the plan to {out}; apply it with: reconcile apply {out}"), err=True)
-    if detailed_exitcode and planned.plan.summary.changes:
+    if detailed_exitcode and changed:
         raise _Exit(EXIT_CHANGES)
+
+
+def _split_needs_markdown(split_dir: str | None, fmt: str) -> None:
+    if split_dir and fmt != "markdown":
+        raise click.UsageError("--split writes pull-request comments: give --format markdown with it")
+
+
+def _write_split(directory: str, parts: list[str]) -> None:
+    try:
+        paths = write_parts(directory, parts)
+    except FileProblem as problem:
+        raise SourceError(f"{directory}: {problem}") from None
+    except OSError as error:
+        raise SourceError(f"{directory}: cannot write the parts ({error.strerror or error})") from error
+    names = paths[0].name if len(paths) == 1 else f"{paths[0].name} … {paths[-1].name}"
+    click.echo(printable(f"Wrote {len(paths)} part(s) to {directory} ({names}), each at most "
+                         f"{PART_LIMIT:,} characters: one pull-request comment each."), err=True)
+
+
+def _write_bytes(content: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(content)
+    sys.stdout.buffer.flush()
 
 
 @cli.command()
@@ -316,17 +381,19 @@ def _confirm(changes: int, source: str) -> None:
               help="text for a terminal, markdown for a pull-request comment, json for the plan file's "
                    "exact bytes.")
 @show_values_option
-def show(plan_file: str, fmt: str, show_values: bool) -> None:
+@split_option
+def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> None:
     """Render a saved PLAN without applying it, as `plan` printed it.
 
     The plan is read as `apply` reads it: strictly, with its embedded spec checked against its hash
     and against the spec file it names (when that file exists here). Reads no source, writes nothing.
     """
+    _split_needs_markdown(split_dir, fmt)
     saved, _ = commands.load_plan(plan_file)
-    if fmt == "json":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(plan_bytes(saved))
-        sys.stdout.buffer.flush()
+    if split_dir:
+        _write_split(split_dir, render_plan_parts(saved, show_values))
+    elif fmt == "json":
+        _write_bytes(plan_bytes(saved))
     else:
         _echo(render_plan(saved, fmt, show_values))
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.audit import AuditReport, audit
+from reconciler.compare import Comparison, compare
 from reconciler.errors import (
     ApplyInterrupted,
     ApplyRefused,
@@ -25,7 +26,7 @@ from reconciler.errors import (
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
-from reconciler.kernel import projection
+from reconciler.kernel import projection, projection_union
 from reconciler.model import OpResult, Plan, Spec, State
 from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
@@ -85,6 +86,24 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
     spec = load_spec(spec_path)
     state = open_store(source, options).read(spec.collections, None if whole else projection(spec))
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compared:
+    old: Planned
+    new: Planned
+    comparison: Comparison
+
+
+def compare_specs(spec_path: str, old_spec_path: str, source: str,
+                  options: Options | None = None) -> Compared:
+    """Plan the new and the old spec on one read of the source, and compare the two plans."""
+    new_spec, old_spec = load_spec(spec_path), load_spec(old_spec_path)
+    collections = tuple(dict.fromkeys((*new_spec.collections, *old_spec.collections)))
+    state = open_store(source, options).read(collections, projection_union([new_spec, old_spec]))
+    old = Planned(spec=old_spec, state=state, plan=build_plan(old_spec, state))
+    new = Planned(spec=new_spec, state=state, plan=build_plan(new_spec, state))
+    return Compared(old=old, new=new, comparison=compare(old.plan, new.plan))
 
 
 def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:

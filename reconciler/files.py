@@ -128,3 +128,26 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def write_parts(directory: str | Path, parts: list[str], stem: str = "part",
+                suffix: str = ".md") -> list[Path]:
+    """Write ``parts`` as ``part-01.md``, ``part-02.md``, … (names sort in order) into ``directory``,
+    created when missing; an existing one must be empty, so that no part of an earlier run is
+    mistaken for one of this run. Raises FileProblem, or OSError naming no file."""
+    directory = Path(directory)
+    try:
+        mode = os.lstat(directory).st_mode
+    except FileNotFoundError:
+        make_private_directory(directory)
+    else:
+        if not stat.S_ISDIR(mode):
+            raise FileProblem(f"is {'a file' if stat.S_ISREG(mode) else _kind(mode)}, not a directory")
+        if any(directory.iterdir()):
+            raise FileProblem("is not empty; give a new or empty directory, so that no part of an "
+                              "earlier run is taken for one of this run")
+    width = max(2, len(str(len(parts))))
+    paths = [directory / f"{stem}-{index:0{width}d}{suffix}" for index in range(1, len(parts) + 1)]
+    for path, text in zip(paths, parts, strict=True):
+        write_atomically(path, text)
+    return paths

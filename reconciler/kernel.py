@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -218,6 +218,24 @@ def projection(spec: Spec) -> Projection:
     needed[series.collection] = frozenset(members)
     return Projection(fields=needed, week_field=series.week_field, recurring_flag=series.recurring_flag,
                       series_collection=series.collection)
+
+
+def projection_union(specs: Sequence[Spec]) -> Projection | None:
+    """One read that serves several specs (a spec change compared on one read): the fields any of
+    them reads; None (whole documents) when they disagree on what makes a document a possible base."""
+    projections = [projection(spec) for spec in specs]
+    first = projections[0]
+    if any((p.week_field, p.recurring_flag, p.series_collection)
+           != (first.week_field, first.recurring_flag, first.series_collection) for p in projections):
+        return None
+    fields: dict[str, frozenset[str]] = {}
+    for collection in {name for spec in specs for name in spec.collections}:
+        needed = [p.fields.get(collection) for p, spec in zip(projections, specs, strict=True)
+                  if collection in spec.collections]
+        if None not in needed:  # a spec that reads the collection whole makes the union whole
+            fields[collection] = frozenset().union(*needed)
+    return Projection(fields=fields, week_field=first.week_field, recurring_flag=first.recurring_flag,
+                      series_collection=first.series_collection)
 
 
 # Findings that leave a whole series untouched: the series cannot be planned at all.

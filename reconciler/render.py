@@ -8,30 +8,29 @@ Pure: returns strings; never prints, never reads a clock. One renderer per op ty
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
+from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
 from reconciler.audit import AuditReport
+from reconciler.compare import Comparison, comparison_data, impact
+from reconciler.markdown import Block, Document, Table, code, codes, one_comment, split
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
 from reconciler.plan import dumps_plan
 from reconciler.values import format_timestamp, printable, show
 from reconciler.verify import Verification
 
-# A pull-request comment must stay readable, and GitHub refuses one over 65,536 characters.
-MARKDOWN_BUDGET = 50_000  # characters of table rows, all tables together
-MARKDOWN_CELL = 200  # characters of one cell
-
 
 def render_plan(plan: Plan, fmt: str, show_values: bool = False) -> str:
     """``show_values``: markdown (a pull-request comment, seen by everyone with access to the
     repository) shows no document value unless asked: IDs, series keys, rules and counts only."""
-    if fmt == "json":
-        return dumps_plan(plan)
-    if fmt == "markdown":
-        return _plan_markdown(plan, show_values)
-    return _plan_text(plan)
+    return PLAN_FORMATS[fmt](plan, show_values)
+
+
+def render_plan_parts(plan: Plan, show_values: bool = False) -> list[str]:
+    """The markdown of ``render_plan`` with every row, split into parts that each fit a comment."""
+    return split(plan_document(plan, show_values))
 
 
 def _header(plan: Plan) -> str:
@@ -96,65 +95,116 @@ def _(op: FillFieldsOp) -> list[str]:
 
 # -- markdown ----------------------------------------------------------------------------------------
 
+SERIES_SHOWN = 25  # rows of a per-series table; the rest are counted
+EXAMPLES = 3  # documents named per finding code
 
-def _plan_markdown(plan: Plan, show_values: bool) -> str:
+
+def plan_document(plan: Plan, show_values: bool = False) -> Document:
+    """A pull-request comment: the totals, then the plan by rule, collection and series, findings by
+    code, then every write and finding in collapsed tables. Private unless ``show_values``: IDs,
+    series keys, rules and counts, and no document value."""
+    return Document(title=lambda part: f"### reconcile plan: {_code(plan.spec_name)} on "
+                                       f"{_code(plan.source)}{part}",
+                    items=_plan_items(plan, show_values), cut_note=_CUT)
+
+
+_CUT = "`--split DIR` writes every row in parts; the JSON plan (`--format json`) has all."
+
+
+def _plan_items(plan: Plan, show_values: bool) -> list[Block | Table]:
     s = plan.summary
-    lines = [
-        f"### reconcile plan: {_code(plan.spec_name)} on {_code(plan.source)}", "",
-        f"**{s.line()}**", "",
+    items: list[Block | Table] = [Block((
+        f"**{s.line()}** {_count(s.findings, 'finding')} left untouched.", "",
         "| create | link | fill | delete | overwrite | findings |",
         "|---:|---:|---:|---:|---:|---:|",
-        f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", "",
-    ]
-    budget = [MARKDOWN_BUDGET // 2 if plan.findings else MARKDOWN_BUDGET]
+        f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", ""))]
+    if plan.ops:
+        items.append(Block(_by_rule(plan.ops) + _by_collection(plan.ops)))
+    if plan.ops or plan.findings:
+        items.append(_by_series(plan))
+    if plan.findings:
+        items.append(Block(_findings_by_code(plan.findings)))
     if plan.ops:
         values = "values" if show_values else "fields (values hidden; `--show-values` shows them)"
-        lines += [f"<details><summary>Changes ({len(plan.ops)} document writes)</summary>", "",
-                  f"| op | document | rules | link | {values} |", "|---|---|---|---|---|"]
         # Changes to existing documents first: they are what a reviewer must see.
         ordered = sorted(plan.ops, key=lambda op: isinstance(op, CreateDocumentOp))
-        lines += _rows((op_markdown(op, show_values) for op in ordered), len(plan.ops), budget)
-        lines += ["", "</details>", ""]
+        items.append(Table(f"Changes ({len(plan.ops)} document writes)",
+                           (f"| op | document | series | rules | link | {values} |",
+                            "|---|---|---|---|---|---|"),
+                           [op_markdown(op, show_values) for op in ordered]))
     if plan.findings:
-        budget = [MARKDOWN_BUDGET - MARKDOWN_BUDGET // 2 if plan.ops else MARKDOWN_BUDGET]
-        counts = Counter(f.code for f in plan.findings)
-        lines += ["| finding | count |", "|---|---:|"]
-        lines += [f"| {_code(code)} | {count} |" for code, count in sorted(counts.items())]
-        lines += ["", f"<details><summary>Findings ({len(plan.findings)})</summary>", "",
-                  "| code | document | series | message |", "|---|---|---|---|"]
         # A finding's message quotes the values it is about: shown only when asked.
-        lines += _rows((f"| {_code(f.code)} | {_code(f.path)} | {_code(f.series) if f.series else ''} | "
-                        f"{_code(f.message) if show_values else 'see docs/findings.md'} |"
-                        for f in plan.findings), len(plan.findings), budget)
-        lines += ["", "</details>", ""]
-    lines.append(f"<sub>spec {_code(plan.spec_path)} sha256 {_code(plan.spec_sha256[:12])}, read at "
-                 f"{format_timestamp(plan.read_time) if plan.read_time else 'unknown time'}</sub>")
-    return "\n".join(lines) + "\n"
+        items.append(Table(f"Findings ({len(plan.findings)})",
+                           ("| code | document | series | message |", "|---|---|---|---|"),
+                           [f"| {_code(f.code)} | {_code(f.path)} | {_code(f.series) if f.series else ''} | "
+                            f"{_code(f.message) if show_values else 'see docs/findings.md'} |"
+                            for f in plan.findings]))
+    read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
+    items.append(Block((f"<sub>spec {_code(plan.spec_path)} sha256 {_code(plan.spec_sha256[:12])}, "
+                        f"read at {read}</sub>",)))
+    return items
 
 
-def _rows(rows, total: int, budget: list[int]) -> list[str]:
-    """Table rows until the budget is spent, then one line saying how many were left out."""
-    kept: list[str] = []
-    for row in rows:
-        if len(row) + 1 > budget[0]:
-            kept += ["", f"… and {total - len(kept)} more; the JSON plan (`--format json`) has all."]
-            break
-        budget[0] -= len(row) + 1
-        kept.append(row)
-    return kept
+def _count(n: int, what: str, plural: str = "") -> str:
+    return f"{n} {what if n == 1 else plural or what + 's'}"
 
 
-def _code(text: str) -> str:
-    """Text from data as an inline code span in a table cell: no backtick inside can close the span
-    early (the fence is longer than any run of backticks in it), no pipe can split the cell, no
-    control character or line break survives; inside a code span, HTML and mentions are inert."""
-    text = printable(text).replace("|", "\\|")
-    if len(text) > MARKDOWN_CELL:
-        text = text[: MARKDOWN_CELL - 1] + "…"
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+def _by_rule(ops: Sequence[Op]) -> tuple[str, ...]:
+    created: Counter[str] = Counter()
+    filled: Counter[str] = Counter()
+    for op in ops:
+        (created if isinstance(op, CreateDocumentOp) else filled).update(op.rules)
+    return ("| rule | documents created | documents filled |", "|---|---:|---:|",
+            *(f"| {_code(rule)} | {created[rule]} | {filled[rule]} |" for rule in sorted(created | filled)),
+            "")
+
+
+def _by_collection(ops: Sequence[Op]) -> tuple[str, ...]:
+    created = Counter(op.path.partition("/")[0] for op in ops if isinstance(op, CreateDocumentOp))
+    filled = Counter(op.path.partition("/")[0] for op in ops if not isinstance(op, CreateDocumentOp))
+    return ("| collection | documents created | documents filled |", "|---|---:|---:|",
+            *(f"| {_code(name)} | {created[name]} | {filled[name]} |" for name in sorted(created | filled)),
+            "")
+
+
+def series_counts(plan: Plan) -> dict[str, Counter[str]]:
+    """Per series: weeks to create, links, documents filled outside a link, findings."""
+    counts: dict[str, Counter[str]] = {}
+    for op in plan.ops:
+        row = counts.setdefault(op.series, Counter())
+        if isinstance(op, CreateDocumentOp):
+            row["create"] += 1
+        elif op.group is None:
+            row["fill"] += 1
+        if op.group == op.path:
+            row["link"] += 1
+    for finding in plan.findings:
+        counts.setdefault(finding.series, Counter())["findings"] += 1
+    return counts
+
+
+def _by_series(plan: Plan) -> Table:
+    counts = series_counts(plan)
+    ranked = sorted(counts.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    rows = [f"| {_code(label) if label else '(no series)'} | {c['create']} | {c['link']} | {c['fill']} | "
+            f"{c['findings']} |" for label, c in ranked[:SERIES_SHOWN]]
+    more = len(ranked) - SERIES_SHOWN
+    return Table(f"By series ({_count(len(ranked), 'series', 'series')}, most changes first)",
+                 ("| series | weeks to create | links | other fills | findings |",
+                  "|---|---:|---:|---:|---:|"),
+                 rows, left_out=f"… and {more} more series." if more > 0 else "")
+
+
+def _findings_by_code(findings: Sequence[Finding]) -> tuple[str, ...]:
+    paths: dict[str, list[str]] = {}
+    for finding in findings:
+        paths.setdefault(finding.code, []).append(finding.path)
+    return ("| finding (left untouched) | count | documents |", "|---|---:|---|",
+            *(f"| {_code(code)} | {len(found)} | {codes(found, EXAMPLES)} |"
+              for code, found in sorted(paths.items())), "")
+
+
+_code = code
 
 
 @singledispatch
@@ -168,8 +218,8 @@ def _(op: CreateDocumentOp, show_values: bool = False) -> str:
         values = _code(", ".join(f"{name}={show(value)}" for name, value in sorted(op.fields.items())))
     else:
         values = f"{len(op.fields)} fields"
-    return (f"| create | {_code(op.path)} | {_code(', '.join(op.rules))} | {'yes' if op.group else ''} | "
-            f"{values} |")
+    return (f"| create | {_code(op.path)} | {_series_cell(op)} | {_code(', '.join(op.rules))} | "
+            f"{'yes' if op.group else ''} | {values} |")
 
 
 @op_markdown.register
@@ -181,8 +231,118 @@ def _(op: FillFieldsOp, show_values: bool = False) -> str:
     if op.transition:  # a status the spec names, not a value of the data's own
         changes.append(f"{op.transition.field}: {show(op.transition.before)} → "
                        f"{show(op.transition.to)}")
-    return (f"| fill | {_code(op.path)} | {_code(', '.join(op.rules))} | {'yes' if op.group else ''} | "
-            f"{_code('; '.join(sorted(changes)))} |")
+    return (f"| fill | {_code(op.path)} | {_series_cell(op)} | {_code(', '.join(op.rules))} | "
+            f"{'yes' if op.group else ''} | {_code('; '.join(sorted(changes)))} |")
+
+
+def _series_cell(op: Op) -> str:
+    return _code(op.series) if op.series else ""
+
+
+# -- the impact of a spec change -------------------------------------------------------------------
+
+_DECIDE = "Needs a decision by a person: the tool will not change existing documents."
+
+
+def render_comparison(c: Comparison, fmt: str, show_values: bool = False) -> str:
+    return COMPARISON_FORMATS[fmt](c, show_values)
+
+
+def render_comparison_parts(c: Comparison, show_values: bool = False) -> list[str]:
+    return split(comparison_document(c, show_values))
+
+
+def _delta(new: int, old: int) -> str:
+    return f"{new - old:+d}" if new != old else "0"
+
+
+def _change_line(c: Comparison) -> str:
+    decide = sum(len(found) for found in c.needs_decision().values())
+    if not c.differs:
+        return "This change does nothing to this data: both specs give the same plan and findings."
+    return (f"This change: {len(c.added)} more writes, {len(c.removed)} fewer, {len(c.changed)} written "
+            f"differently; {decide} existing documents will disagree with the new spec.")
+
+
+def comparison_document(c: Comparison, show_values: bool = False) -> Document:
+    """Impact first (totals, what needs a person, by rule, by series), then the new spec's plan."""
+    old, new = c.old.summary, c.new.summary
+    items: list[Block | Table] = [Block((
+        f"**{_change_line(c)}**", "",
+        "| spec | create | link | fill | findings |", "|---|---:|---:|---:|---:|",
+        f"| old {_code(c.old.spec_path)} {_code(c.old.spec_sha256[:12])} | {old.create} | {old.link} | "
+        f"{old.fill} | {old.findings} |",
+        f"| new {_code(c.new.spec_path)} {_code(c.new.spec_sha256[:12])} | {new.create} | {new.link} | "
+        f"{new.fill} | {new.findings} |",
+        f"| change | {_delta(new.create, old.create)} | {_delta(new.link, old.link)} | "
+        f"{_delta(new.fill, old.fill)} | {_delta(new.findings, old.findings)} |", ""))]
+    decide = c.needs_decision()
+    if decide:
+        items.append(Block((
+            f"**{_DECIDE}**", "",
+            "| what the change leaves | finding | documents | examples |", "|---|---|---:|---|",
+            *(f"| {impact(code)} | {_code(code)} | {len(found)} | "
+              f"{codes([f.path for f in found], EXAMPLES)} |" for code, found in decide.items()), "")))
+    elif c.differs:
+        items.append(Block(("Every existing document follows the new spec additively: nothing needs a "
+                            "decision.", "")))
+    if c.findings_removed:
+        resolved = Counter(f.code for f in c.findings_removed)
+        items.append(Block((f"The change resolves {_count(len(c.findings_removed), 'finding')}: "
+                            + ", ".join(f"{_code(code)} {n}" for code, n in sorted(resolved.items())) + ".",
+                            "")))
+    rules = c.by_rule()
+    if rules:
+        items.append(Block((
+            "| rule | writes added | writes removed | writes changed |", "|---|---:|---:|---:|",
+            *(f"| {_code(rule)} | {n['added']} | {n['removed']} | {n['changed']} |"
+              for rule, n in rules.items()), "")))
+    series = list(c.by_series().items())
+    if series:
+        more = len(series) - SERIES_SHOWN
+        items.append(Table(
+            f"Impact by series ({_count(len(series), 'series', 'series')}, most affected first)",
+            ("| series | writes added | removed | changed | findings added | findings resolved |",
+             "|---|---:|---:|---:|---:|---:|"),
+            [f"| {_code(label) if label else '(no series)'} | {n['added']} | {n['removed']} | "
+             f"{n['changed']} | {n['findings_added']} | {n['findings_removed']} |"
+             for label, n in series[:SERIES_SHOWN]],
+            left_out=f"… and {more} more series." if more > 0 else ""))
+    items.append(Block(("#### The plan with the new spec", "")))
+    items += _plan_items(c.new, show_values)
+    return Document(title=lambda part: f"### reconcile plan: spec change to {_code(c.new.spec_name)} on "
+                                       f"{_code(c.new.source)}{part}",
+                    items=items, cut_note=_CUT)
+
+
+def _comparison_text(c: Comparison) -> str:
+    old, new = c.old.summary, c.new.summary
+    lines = [f"Spec change: {printable(c.old.spec_path)} (sha256 {c.old.spec_sha256[:12]}) -> "
+             f"{printable(c.new.spec_path)} (sha256 {c.new.spec_sha256[:12]}), against "
+             f"{printable(c.new.source)}", "",
+             f"  old spec: {old.line()} {_count(old.findings, 'finding')}.",
+             f"  new spec: {new.line()} {_count(new.findings, 'finding')}.", ""]
+    for mark, what, ops in (("+", "added", c.added), ("-", "removed", c.removed),
+                            ("~", "changed", [op for _, op in c.changed])):
+        if ops:
+            lines.append(f"Writes {what} by the change ({len(ops)}):")
+            lines += [f"  {mark} {printable(op.path)}  ({printable(', '.join(op.rules))})"
+                      + (f"  [{printable(op.series)}]" if op.series else "") for op in ops]
+            lines.append("")
+    decide = c.needs_decision()
+    if decide:
+        lines.append(_DECIDE)
+        for code, found in decide.items():
+            lines.append(f"  ! {len(found)} {impact(code)} ({code}):")
+            lines += [f"      {printable(f.path)}" + (f"  [{printable(f.series)}]" if f.series else "")
+                      for f in found]
+        lines.append("")
+    if c.findings_removed:
+        lines.append(f"Findings the change resolves ({len(c.findings_removed)}):")
+        lines += [f"  {f.code}  {printable(f.path)}" for f in c.findings_removed]
+        lines.append("")
+    lines.append(_change_line(c))
+    return "\n".join(lines) + "\n"
 
 
 def to_json(data: Any) -> str:
@@ -195,9 +355,10 @@ def to_json(data: Any) -> str:
 
 
 def render_verification(verification: Verification, fmt: str) -> str:
-    if fmt == "json":
-        return to_json(verification_data(verification))
-    v = verification
+    return VERIFICATION_FORMATS[fmt](verification)
+
+
+def _verification_text(v: Verification) -> str:
     yes = {True: "YES", False: "NO"}
     rows = [
         ("Responses preserved", f"YES  ({v.responses_kept} of {v.responses_before}"
@@ -261,8 +422,10 @@ def verification_data(v: Verification) -> dict[str, Any]:
 
 
 def render_audit(report: AuditReport, fmt: str) -> str:
-    if fmt == "json":
-        return to_json(report.as_data())
+    return AUDIT_FORMATS[fmt](report)
+
+
+def _audit_text(report: AuditReport) -> str:
     lines = [f"Audit of {report.source} with spec {report.spec_name}", ""]
     # Collection names and finding codes are shown as they are; the report's own labels in words.
     sections = [("Documents", report.collections, False), ("Series members", report.members, True),
@@ -280,3 +443,30 @@ def render_audit(report: AuditReport, fmt: str) -> str:
                 lines.append(f"  {label}: {value}")
         lines.append("")
     return "\n".join(lines)
+
+
+# -- one table of formats ----------------------------------------------------------------------------
+# Every command's --format choices come from these tables; an unknown name is a KeyError here and a
+# usage error at the command line, never a quiet fallback to text.
+
+PLAN_FORMATS = {
+    "text": lambda plan, show_values: _plan_text(plan),
+    "markdown": lambda plan, show_values: one_comment(plan_document(plan, show_values)),
+    "json": lambda plan, show_values: dumps_plan(plan),
+}
+
+COMPARISON_FORMATS = {
+    "text": lambda c, show_values: _comparison_text(c),
+    "markdown": lambda c, show_values: one_comment(comparison_document(c, show_values)),
+    "json": lambda c, show_values: to_json(comparison_data(c)),
+}
+
+VERIFICATION_FORMATS = {
+    "text": _verification_text,
+    "json": lambda verification: to_json(verification_data(verification)),
+}
+
+AUDIT_FORMATS = {
+    "text": _audit_text,
+    "json": lambda report: to_json(report.as_data()),
+}

@@ -44,10 +44,19 @@ def test_control_characters_from_data_are_escaped_in_every_text_output(tmp_path)
 def test_an_id_cannot_break_out_of_its_markdown_code_span_or_its_table_cell(tmp_path):
     markdown = reconcile("plan", "--spec", CHECKINS, "--source", hostile_snapshot(tmp_path),
                          "--format", "markdown").stdout
-    [row] = [line for line in markdown.splitlines() if "forged line" in line]
-    assert "`` formResponses/evil\\x1b[2K\\x0dforged line\\u202e\\x07`<!--\\|\\xad ``" in row
-    cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
-    assert len(cells) == 4  # code, document, series, message: the pipe in the ID is escaped
+    lines = markdown.splitlines()
+    rows = [index for index, line in enumerate(lines) if "forged line" in line]
+    span = "`` formResponses/evil\\x1b[2K\\x0dforged line\\u202e\\x07`<!--\\|\\xad ``"
+    # the findings by code and the table of all findings name the document; by series, its key
+    assert sum(span in lines[index] for index in rows) == 2 and len(rows) == 3
+    for index in rows:
+        header = next(lines[i] for i in range(index, -1, -1) if lines[i - 1] == "")
+        # as many cells as the table's header: the pipe in the ID is escaped, not a cell border
+        assert len(cells(lines[index])) == len(cells(header)) >= 3
+
+
+def cells(row: str) -> list[str]:
+    return re.split(r"(?<!\\)\|", row.strip().strip("|"))
 
 
 def test_json_reports_stay_valid_json_whatever_the_data_holds(tmp_path):
@@ -108,3 +117,18 @@ def test_values_shown_on_request_are_inert_inside_code_spans(tmp_path):
         values = re.split(r"(?<!\\)\|", row.strip().strip("|"))[-1].strip()
         assert values.startswith("`") and values.endswith("`"), values[:80]  # HTML and mentions inert
         assert values.count("`") == 2 * len(re.match(r"`+", values).group())
+
+
+def test_a_spec_change_comment_and_its_parts_show_no_document_value(tmp_path):
+    source = private_snapshot(tmp_path)
+    new = tmp_path / "new.yaml"
+    new.write_text(CHECKINS.read_text().replace("every_days: 7", "every_days: 14"))
+    args = ("plan", "--spec", new, "--compare-spec", CHECKINS, "--source", source, "--format", "markdown")
+    comment = reconcile(*args).stdout
+    parts = tmp_path / "parts"
+    assert reconcile(*args, "--split", parts).returncode == 0
+    texts = [comment, *(part.read_text() for part in sorted(parts.iterdir()))]
+    assert "Needs a decision by a person" in comment and len(texts) >= 2
+    for text in texts:
+        for value in ("Jane Private", "approved", "@org", "</details><h1>", "struggling"):
+            assert value not in text, value
