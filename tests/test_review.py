@@ -156,7 +156,8 @@ def test_a_cadence_change_flags_every_existing_due_date_that_disagrees():
     first_screen = markdown[:markdown.index("#### The plan with the new spec")]
     assert f"{len(expected)} existing documents will disagree with the new spec" in first_screen
     assert "Needs a decision by a person: the tool will not change existing documents." in first_screen
-    row = f"| existing due dates disagree with the new cadence | `assignment.due_mismatch` | {len(expected)} |"
+    row = (f"| existing due dates disagree with the new cadence | `assignment.due_mismatch` | "
+           f"{len(expected)} |")
     assert row in first_screen
 
 
