@@ -25,6 +25,7 @@ class FileFormat:
     oldest: str  # the oldest version of the same major this build reads
     what: str  # "a plan file", for messages
     how_to_make: str  # the command that writes one
+    read: bool = True  # False: written for people and machines, never read back by this tool
 
     @property
     def major(self) -> str:
@@ -42,7 +43,8 @@ JOURNAL = FileFormat(name="reconcile-journal", version="1.0", oldest="1.0", what
                      how_to_make="`reconcile apply`")
 COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0",
                         what="a spec comparison",
-                        how_to_make="`reconcile plan --spec NEW --compare-spec OLD --format json`")
+                        how_to_make="`reconcile plan --spec NEW --compare-spec OLD --format json`",
+                        read=False)
 ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")

@@ -46,3 +46,12 @@ def test_every_key_of_the_spec_language_is_documented():
         assert f"`{kind}`" in text
     missing = sorted(key for key in keys if f"`{key}" not in text and f"{key}:" not in text)
     assert not missing, f"docs/spec.md does not mention {missing}"
+
+
+def test_the_table_of_file_formats_is_the_one_the_code_reads_and_writes():
+    from reconciler.formats import ALL
+
+    text = (ROOT / "docs" / "plan-format.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(reconcile-[a-z]+)` \| (\d+\.\d+) \| (\S+)", text, flags=re.M)
+    documented = {name: (written, read) for name, written, read in rows}
+    assert documented == {fmt.name: (fmt.version, fmt.oldest if fmt.read else "(output") for fmt in ALL}
