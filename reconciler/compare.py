@@ -29,7 +29,7 @@ IMPACT = {
     "assignment.response_foreign": "existing links point to a response the new rule places elsewhere",
     "response.link_conflict": "responses are linked to a document the new rule does not pair them with",
     "response.week_out_of_range": "responses fall outside the series' length",
-    "response.duplicate": "responses now compete for one week",
+    "response.duplicate": "responses lose their week to another response of the same week",
     "response.slot_blocked": "responses have no single week to link to",
     "response.series_missing": "responses belong to no series under the new key",
     "response.series_unusable": "responses belong to a series the new spec cannot plan",

@@ -260,8 +260,8 @@ def _change_line(c: Comparison) -> str:
     decide = sum(len(found) for found in c.needs_decision().values())
     if not c.differs:
         return "This change does nothing to this data: both specs give the same plan and findings."
-    return (f"This change: {len(c.added)} more writes, {len(c.removed)} fewer, {len(c.changed)} written "
-            f"differently; {decide} existing documents will disagree with the new spec.")
+    return (f"This change: {_count(len(c.added), 'write')} more, {len(c.removed)} fewer, {len(c.changed)} "
+            f"written differently; {_count(decide, 'existing document')} will disagree with the new spec.")
 
 
 def comparison_document(c: Comparison, show_values: bool = False) -> Document:
@@ -333,7 +333,7 @@ def _comparison_text(c: Comparison) -> str:
     if decide:
         lines.append(_DECIDE)
         for code, found in decide.items():
-            lines.append(f"  ! {len(found)} {impact(code)} ({code}):")
+            lines.append(f"  ! {impact(code)} ({code}): {len(found)}")
             lines += [f"      {printable(f.path)}" + (f"  [{printable(f.series)}]" if f.series else "")
                       for f in found]
         lines.append("")

@@ -168,7 +168,7 @@ def test_a_shorter_default_length_removes_writes_and_leaves_weeks_outside_the_se
                for op in c.removed)
     assert "assignment.week_out_of_range" in c.needs_decision()
     text = render_comparison(c, "text")
-    assert "existing weeks fall outside the series' length (assignment.week_out_of_range)" in text
+    assert "existing weeks fall outside the series' length (assignment.week_out_of_range): " in text
 
 
 def test_the_same_spec_does_nothing_and_says_so():
@@ -227,3 +227,22 @@ def test_show_splits_a_saved_plan_like_plan_does(tmp_path):
     assert shown.returncode == planned.returncode == 0, shown.stderr + planned.stderr
     assert [p.read_text() for p in sorted((tmp_path / "parts").iterdir())] == \
         [p.read_text() for p in sorted((tmp_path / "planned").iterdir())]
+
+
+def test_a_link_rule_change_shows_which_links_move():
+    c = comparison(changed_spec("order_by: submittedAt", "order_by: createdAt"))
+    assert c.differs
+    moved = {op.path for op in c.removed} | {f.path for f in c.findings_added}
+    assert moved and all(path.startswith("formResponses/") for path in moved)
+    assert {f.code for f in c.findings_added} == {"response.duplicate"}
+    assert {f.code for f in c.findings_removed} == {"response.duplicate"}
+
+
+def test_an_unknown_format_is_an_error_not_text():
+    plan = build_plan(load_spec(CHECKINS), SnapshotStore(DEMO).read())
+    with pytest.raises(KeyError):
+        render_plan(plan, "html")
+    with pytest.raises(KeyError):
+        render_comparison(compare(plan, plan), "yaml")
+    run = reconcile("plan", "--spec", CHECKINS, "--source", DEMO, "--format", "html")
+    assert run.returncode == 1 and "'html' is not one of 'text', 'markdown', 'json'" in run.stderr
