@@ -17,10 +17,12 @@ from pathlib import Path
 import click
 
 from reconciler import __version__, commands, progress
+from reconciler.drift import drift_data, summary_line
 from reconciler.errors import ApplyRefused, ReconcileError, SourceError, SpecError
 from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.markdown import PART_LIMIT
+from reconciler.metrics import metrics_text
 from reconciler.plan import plan_bytes
 from reconciler.render import (
     AUDIT_FORMATS,
@@ -31,6 +33,7 @@ from reconciler.render import (
     render_plan,
     render_plan_parts,
     render_verification,
+    to_json,
 )
 from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
 from reconciler.values import printable
@@ -352,10 +355,10 @@ def _refuse_output(out: str, inputs: list[str]) -> None:
         raise SourceError(f"refusing to write {out}: it {problem}")
 
 
-def _write_output(out: str, content: bytes, inputs: list[str]) -> None:
+def _write_output(out: str, content: bytes, inputs: list[str], private: bool = True) -> None:
     _refuse_output(out, inputs)  # again: the run took time, and the path may have changed since
     try:
-        write_atomically(out, content)
+        write_atomically(out, content, private=private)
     except OSError as error:
         raise SourceError(f"{out}: cannot write the file ({error.strerror or error})") from error
 
@@ -402,25 +405,49 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @spec_option
 @source_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
-              help="Output format of the drift report.")
+              help="text: the writes that would bring the data back, and the drift by class; json: a "
+                   "compact drift report for monitors (docs/plan-format.md); markdown: the plan as a "
+                   "comment.")
+@click.option("--baseline", metavar="PREVIOUS.json",
+              help="An earlier `check --format json` report: findings not in it are drift too (exit 2), "
+                   "so a monitor alerts on new mess, not on what was there at rollout.")
+@click.option("--metrics", "metrics_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write Prometheus metrics (text format) to FILE, e.g. for a node-exporter "
+                   "textfile collector (*.prom) or `curl --data-binary @FILE` to a Pushgateway.")
 @quiet_option
 @timeout_option
-def check(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) -> None:
+def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
+          quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
 
-    Exit 0 when converged (findings alone are not drift), 2 when the plan is not empty (the
-    changes that would bring it back are listed), 1 on error. Writes nothing.
+    Sorts what is off into drift classes that point at the likely cause in the app: weeks_missing
+    (the create path is not pre-creating weeks), responses_unlinked (the submit path is not linking),
+    half_links, fills_pending, and, with --baseline, new_findings. Findings alone are not drift.
+    Exit 0 when converged, 2 on drift, 1 on error. Writes nothing to the source.
+
+    \b
+    A scheduled job:
+      reconcile check --spec specs/checkins.yaml --source firestore://my-project \\
+        --format json --baseline last.json --metrics /var/lib/node_exporter/reconcile.prom > now.json
     """
+    inputs = _inputs(spec_path, source) + _inputs(baseline, "")
+    if metrics_file:
+        _refuse_output(metrics_file, inputs)
     run = _Run(quiet, timeout=timeout)
-    planned = commands.check(spec_path, source, run.options)
+    checked = commands.check(spec_path, source, run.options, baseline=baseline)
+    planned, drift = checked.planned, checked.drift
     run.finish(f"checked {_documents(planned.state)} documents")
-    _echo(render_plan(planned.plan, fmt), fmt=fmt)
-    if planned.plan.ops:
-        if fmt == "text":
-            click.echo(f"Drift: {len(planned.plan.ops)} document write(s) needed; run reconcile apply.")
-        raise _Exit(EXIT_CHANGES)
+    if metrics_file:
+        documents = {name: len(docs) for name, docs in planned.state.collections.items()}
+        _write_output(metrics_file, metrics_text(drift, documents), inputs, private=False)
+    if fmt == "json":
+        _echo(to_json(drift_data(drift)), fmt=fmt)
+    else:
+        _echo(render_plan(planned.plan, fmt), fmt=fmt)
     if fmt == "text":
-        click.echo("No drift: converged.")
+        click.echo(printable(summary_line(drift)))
+    if not drift.converged:
+        raise _Exit(EXIT_CHANGES)
 
 
 @cli.command()

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 from reconciler.audit import AuditReport, audit
 from reconciler.compare import Comparison, compare
+from reconciler.drift import Drift, baseline_findings, drift
 from reconciler.errors import (
     ApplyInterrupted,
     ApplyRefused,
@@ -215,9 +218,39 @@ def _interrupted(error: BaseException, journal: Journal, total: int, source: str
         "for a saved plan, make a new one with `reconcile plan` first.")
 
 
-def check(spec_path: str, source: str, options: Options | None = None) -> Planned:
-    """A drift check is a plan that is expected to be empty."""
-    return plan(spec_path, source, options)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked:
+    planned: Planned
+    drift: Drift
+
+
+def check(spec_path: str, source: str, options: Options | None = None,
+          baseline: str | None = None) -> Checked:
+    """A drift check is a plan that is expected to be empty; with ``baseline`` (an earlier drift
+    report), findings that are new since it are drift too."""
+    known = load_baseline(baseline) if baseline else None  # a bad baseline costs no reading
+    planned = plan(spec_path, source, options)
+    return Checked(planned=planned, drift=drift(planned.plan, known, baseline))
+
+
+def load_baseline(path: str) -> frozenset[tuple[str, str]]:
+    try:
+        raw = read_regular(path, limit=BASELINE_LIMIT)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: baseline not found; give a drift report an earlier "
+                          "`reconcile check --format json` wrote") from None
+    except (FileProblem, OSError) as problem:
+        raise SourceError(f"{path}: cannot read the baseline: it "
+                          f"{getattr(problem, 'strerror', None) or problem}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise SourceError(f"{path}: the baseline is not valid JSON ({error.msg}, line "
+                          f"{error.lineno})") from None
+    return baseline_findings(data, path)
+
+
+BASELINE_LIMIT = 1 << 30  # bytes: a drift report lists each finding in a few dozen bytes
 
 
 def snapshot(source: str, out: str, spec_path: str | None = None, options: Options | None = None) -> State:

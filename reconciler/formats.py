@@ -45,7 +45,9 @@ COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0"
                         what="a spec comparison",
                         how_to_make="`reconcile plan --spec NEW --compare-spec OLD --format json`",
                         read=False)
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON)
+DRIFT = FileFormat(name="reconcile-drift", version="1.0", oldest="1.0", what="a drift report",
+                   how_to_make="`reconcile check --spec SPEC --source SRC --format json`")
+ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

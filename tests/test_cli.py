@@ -71,7 +71,7 @@ def test_check_reports_drift_and_names_it(demo, tmp_path):
     check = reconcile("check", "--spec", CHECKINS, "--source", demo)
     assert check.returncode == 2
     assert f"+ create check_in_assignments/{created}" in check.stdout
-    assert "Drift: 1 document write(s) needed" in check.stdout
+    assert "Drift: 1 week in 1 series (weeks_missing: weeks of a series are not stored" in check.stdout
 
 
 def test_apply_refuses_without_a_terminal_and_writes_nothing(demo):
