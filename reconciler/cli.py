@@ -23,6 +23,7 @@ from reconciler.files import FileProblem, output_problem, write_atomically, writ
 from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.markdown import PART_LIMIT
 from reconciler.metrics import metrics_text
+from reconciler.model import Plan
 from reconciler.plan import plan_bytes
 from reconciler.render import (
     AUDIT_FORMATS,
@@ -119,12 +120,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     re-diffs to prove it converged and that nothing was lost.
 
     \b
-    Typical use:
+    Typical use (on a copy: apply rewrites the snapshot file it applies to):
+      cp snapshots/demo.json /tmp/demo.json
       reconcile validate specs/checkins.yaml
-      reconcile audit --spec specs/checkins.yaml --source snapshots/demo.json
-      reconcile plan  --spec specs/checkins.yaml --source snapshots/demo.json --out plan.json
-      reconcile apply plan.json
-      reconcile check --spec specs/checkins.yaml --source snapshots/demo.json
+      reconcile audit --spec specs/checkins.yaml --source /tmp/demo.json
+      reconcile plan  --spec specs/checkins.yaml --source /tmp/demo.json --out /tmp/plan.json
+      reconcile apply /tmp/plan.json
+      reconcile check --spec specs/checkins.yaml --source /tmp/demo.json
 
     Exit codes: 0 success, 1 error (one sentence on stderr), 2 changes pending or drift.
     Docs: docs/spec.md (spec language), docs/plan-format.md, docs/operations.md.
@@ -165,7 +167,7 @@ def validate(spec_paths: tuple[str, ...]) -> None:
 @quiet_option
 @timeout_option
 def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) -> None:
-    """Report what the data holds before any change (phase 1).
+    """Report what the data holds before any change.
 
     Counts documents, series members and their statuses, series and their missing weeks, link
     health (complete, half, dangling) and findings by code. Writes nothing.
@@ -290,11 +292,13 @@ def _write_bytes(content: bytes) -> None:
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link is never split across commits).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="List every skipped write with its reason (by default: one line per reason).")
 @quiet_option
 @timeout_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          quiet: bool, timeout: float) -> None:
+          verbose: bool, quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -329,7 +333,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
             click.echo("Nothing to apply.")
         asked = bool(planned.plan.ops) and not auto_approve
         if asked:
-            _confirm(planned.plan.summary.changes, source)
+            _confirm(planned.plan, source)
         # After a prompt, the data may have changed while the operator read: apply then checks the
         # plan against a fresh read, as it does a saved plan.
         applied = commands.apply(planned.plan, planned.spec, before=None if asked else planned.state,
@@ -337,7 +341,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
     if applied.journal and fmt != "json":
         click.echo(f"Journal: {printable(str(applied.journal))}")
-    _echo(render_verification(applied.verification, "json" if fmt == "json" else "text"),
+    _echo(render_verification(applied.verification, "json" if fmt == "json" else "text", verbose),
           fmt="json" if fmt == "json" else "text")
     # Skipped ops mean what was reviewed is not what happened: the plan was stale; say so by exit 2.
     if not applied.verification.converged or applied.verification.skipped:
@@ -367,12 +371,14 @@ def _documents(state) -> int:
     return sum(len(docs) for docs in state.collections.values())
 
 
-def _confirm(changes: int, source: str) -> None:
+def _confirm(planned: Plan, source: str) -> None:
     if not sys.stdin.isatty():
         raise ApplyRefused("refusing to apply without confirmation: standard input is not a "
                            "terminal; review the plan and pass --auto-approve")
-    answer = click.prompt(f"Apply these {changes} changes to {source}? Only 'yes' is accepted",
-                          default="", show_default=False)
+    s = planned.summary
+    answer = click.prompt(printable(f"Apply these {len(planned.ops)} document writes ({s.create} to create, "
+                                    f"{s.link} to link, {s.fill} to fill) to {source}? Only 'yes' is "
+                                    "accepted"), default="", show_default=False)
     if answer.strip() != "yes":
         click.echo("Apply cancelled; nothing was written.")
         raise _Exit(EXIT_OK)

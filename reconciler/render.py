@@ -48,8 +48,10 @@ def _plan_text(plan: Plan) -> str:
         lines.append(f"Changes ({len(plan.ops)} document writes):")
         for group in plan.groups():
             if len(group) > 1 or group[0].group is not None:
-                lines.append(f"  link {printable(group[0].group or '')} <-> "
-                             + ", ".join(printable(op.path) for op in group if op.path != group[0].group))
+                member = printable(group[0].group or "")
+                partners = [printable(op.path) for op in group if op.path != group[0].group]
+                lines.append(f"  link {member} <-> {', '.join(partners)}" if partners else
+                             f"  link {member} (its response already holds the link; this side only)")
                 lines.extend("  " + line for op in group for line in op_text(op))
             else:
                 lines.extend(op_text(group[0]))
@@ -351,14 +353,15 @@ def to_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
-# -- apply and validation (phase 3) ------------------------------------------------------------------
+# -- apply and its validation ------------------------------------------------------------------------
 
 
-def render_verification(verification: Verification, fmt: str) -> str:
-    return VERIFICATION_FORMATS[fmt](verification)
+def render_verification(verification: Verification, fmt: str, verbose: bool = False) -> str:
+    """``verbose``: every skipped write on its own line; else one line per reason."""
+    return VERIFICATION_FORMATS[fmt](verification, verbose)
 
 
-def _verification_text(v: Verification) -> str:
+def _verification_text(v: Verification, verbose: bool = False) -> str:
     yes = {True: "YES", False: "NO"}
     rows = [
         ("Responses preserved", f"YES  ({v.responses_kept} of {v.responses_before}"
@@ -370,8 +373,8 @@ def _verification_text(v: Verification) -> str:
                         f"{v.links_made - len(v.links_broken)} hold both ways)"),
         ("Documents created", str(v.created)),
         ("Documents updated", str(v.updated)),
-        ("Ops skipped", str(len(v.skipped))),
-        ("Pending ops left", str(len(v.pending.ops))),
+        ("Writes skipped", str(len(v.skipped))),
+        ("Writes still needed", str(len(v.pending.ops))),
     ]
     lines = ["Validation (re-read, re-diffed against the spec):"]
     lines += [f"  {name} {'.' * (28 - len(name))} {value}" for name, value in rows]
@@ -379,11 +382,15 @@ def _verification_text(v: Verification) -> str:
         lines.append(f"  ! lost: {printable(loss.path)}: {printable(loss.detail)}")
     for path in v.links_broken:
         lines.append(f"  ! link does not hold both ways: {printable(path)}")
-    for result in v.skipped:
-        lines.append(f"  ! skipped {printable(result.op.path)}: {printable(result.reason)}")
+    if verbose:
+        lines += [f"  ! skipped {printable(r.op.path)}: {printable(r.reason)}" for r in v.skipped]
+    else:
+        reasons = Counter(r.reason for r in v.skipped)
+        lines += [f"  ! skipped {n}: {printable(reason)}" for reason, n in reasons.most_common()]
     if v.skipped:
-        lines.append("  Skipped ops were not forced: the data changed since the plan. Re-run "
-                     "`reconcile plan` to see what is still needed.")
+        lines.append("  Skipped writes were not forced: the data changed since the plan. Re-run "
+                     "`reconcile plan` to see what is still needed" + ("." if verbose else
+                                                                       "; --verbose lists each document."))
     if v.changed_by_others:
         deleted = len(v.deleted_by_others)
         lines.append(f"  Drift by another writer, not by this run: {len(v.changed_by_others)} document(s) "
@@ -392,10 +399,15 @@ def _verification_text(v: Verification) -> str:
                      + (" …" if len(v.changed_by_others) > 5 else ""))
     if v.pending.ops:
         lines.append(f"  Still pending: {v.pending.summary.line()}")
-    verdict = ("converged, nothing lost" if v.converged else
-               "NOT converged" + ("" if v.nothing_lost else "; VALUES WERE LOST"))
+    # "Converged" only when the exit code is 0: all that was planned was written, nothing is pending.
+    if v.converged and not v.skipped:
+        verdict = "converged, nothing lost"
+    elif v.nothing_lost:
+        verdict = "nothing lost, NOT converged"
+    else:
+        verdict = "NOT converged; VALUES WERE LOST"
     if v.skipped:
-        verdict += f"; {len(v.skipped)} op(s) skipped as stale: re-run plan"
+        verdict += f"; {len(v.skipped)} writes skipped as stale: re-run plan"
     lines.append(f"Apply: {v.created} created, {v.updated} updated, {len(v.skipped)} skipped; {verdict}.")
     return "\n".join(lines) + "\n"
 
@@ -418,7 +430,7 @@ def verification_data(v: Verification) -> dict[str, Any]:
     }
 
 
-# -- audit (phase 1) ---------------------------------------------------------------------------------
+# -- audit -------------------------------------------------------------------------------------------
 
 
 def render_audit(report: AuditReport, fmt: str) -> str:
@@ -463,7 +475,7 @@ COMPARISON_FORMATS = {
 
 VERIFICATION_FORMATS = {
     "text": _verification_text,
-    "json": lambda verification: to_json(verification_data(verification)),
+    "json": lambda verification, verbose: to_json(verification_data(verification)),
 }
 
 AUDIT_FORMATS = {

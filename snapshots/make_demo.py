@@ -10,6 +10,7 @@ Same seed, same bytes: the files are regenerated only on purpose, and a test che
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 from datetime import UTC, datetime, timedelta
@@ -204,4 +205,12 @@ def main(out_dir: Path = ROOT / "snapshots") -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "snapshots")
+    parser = argparse.ArgumentParser(
+        description="Write the shipped demo snapshots (demo.json, sessions-demo.json), the same bytes "
+                    "every time. They are regenerated only on purpose; a test checks they are current.")
+    parser.add_argument("directory", nargs="?", type=Path, default=ROOT / "snapshots",
+                        help="where to write them (default: the repository's snapshots/)")
+    directory = parser.parse_args().directory
+    if not directory.is_dir():
+        parser.error(f"{directory} is not a directory")
+    main(directory)

@@ -45,7 +45,7 @@ def test_plan_apply_check_on_a_copy_of_the_demo_converges_with_nothing_lost(demo
     assert applied.returncode == 0, applied.stdout + applied.stderr
     for line in ("Responses preserved ......... YES  (35 of 35)", "Scores and dates preserved .. YES",
                  "Other values preserved ...... YES", "Links valid ................. YES  (17 made",
-                 "Documents created ........... 379", "Pending ops left ............ 0",
+                 "Documents created ........... 379", "Writes still needed ......... 0",
                  "converged, nothing lost."):
         assert line in applied.stdout
     check = reconcile("check", "--spec", CHECKINS, "--source", demo)
@@ -58,7 +58,9 @@ def test_a_stale_saved_plan_is_skipped_not_forced_and_exits_2(demo, tmp_path):
     assert reconcile("apply", plan_file).returncode == 0
     again = reconcile("apply", plan_file)
     assert again.returncode == 2
-    assert "407 op(s) skipped as stale: re-run plan" in again.stdout
+    assert "nothing lost, NOT converged; 407 writes skipped as stale: re-run plan" in again.stdout
+    assert "converged, nothing lost" not in again.stdout
+    assert len([line for line in again.stdout.splitlines() if "! skipped" in line]) <= 3  # one per reason
     assert "the document already exists" in again.stdout
 
 

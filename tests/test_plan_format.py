@@ -139,3 +139,16 @@ def test_the_demo_snapshot_is_what_its_generator_writes(tmp_path):
     for name in ("demo.json", "sessions-demo.json"):
         assert (tmp_path / name).read_bytes() == (ROOT / "snapshots" / name).read_bytes(), name
     assert DEMO.exists()
+
+
+def test_a_link_whose_response_already_points_to_its_new_week_has_a_whole_header():
+    from builders import assignment, checkins, plan_of, response, week_path
+
+    spec = checkins()
+    week2 = week_path(spec, 2).split("/")[1]
+    plan = plan_of(spec, assignment("a1", 1, totalWeeks=2), response("r2", 2, assignmentId=week2))
+    [group] = [g for g in plan.groups() if g[0].group]
+    assert len(group) == 1  # the response already holds the link: only the new week is written
+    text = render_plan(plan, "text")
+    assert not any(line.rstrip().endswith("<->") for line in text.splitlines())
+    assert f"link {group[0].path} (its response already holds the link; this side only)" in text
