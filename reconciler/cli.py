@@ -54,6 +54,10 @@ show_values_option = click.option(
     "--show-values", is_flag=True,
     help="Markdown only: show document values (copied fields, filled values, finding messages). By "
          "default a pull-request comment shows IDs, series keys, rules and counts, and no value.")
+allow_empty_option = click.option(
+    "--allow-empty", is_flag=True,
+    help="Accept a live database that holds none of the spec's collections (by default an error: it "
+         "is most often a wrong project or database ID).")
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress output and no timing line on stderr.")
 def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -164,15 +168,16 @@ def validate(spec_paths: tuple[str, ...]) -> None:
 @source_option
 @click.option("--format", "fmt", type=click.Choice(list(AUDIT_FORMATS)), default="text",
               show_default=True, help="Output format.")
+@allow_empty_option
 @quiet_option
 @timeout_option
-def audit(spec_path: str, source: str, fmt: str, quiet: bool, timeout: float) -> None:
+def audit(spec_path: str, source: str, fmt: str, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change.
 
     Counts documents, series members and their statuses, series and their missing weeks, link
     health (complete, half, dangling) and findings by code. Writes nothing.
     """
-    run = _Run(quiet, timeout=timeout)
+    run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
     report = commands.run_audit(spec_path, source, run.options)
     run.finish(f"audited {sum(report.collections.values())} documents")
     _echo(render_audit(report, fmt), fmt=fmt)
@@ -203,10 +208,11 @@ split_option = click.option(
                    "2 when the change does something to the data (writes or findings differ).")
 @show_values_option
 @split_option
+@allow_empty_option
 @quiet_option
 @timeout_option
 def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
-         detailed_exitcode: bool, show_values: bool, split_dir: str | None, quiet: bool,
+         detailed_exitcode: bool, show_values: bool, split_dir: str | None, allow_empty: bool, quiet: bool,
          timeout: float) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
@@ -224,7 +230,7 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
     inputs = _inputs(spec_path, source) + _inputs(old_spec_path, "")
     if out:
         _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
-    run = _Run(quiet, timeout=timeout)
+    run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
     if old_spec_path:
         compared = commands.compare_specs(spec_path, old_spec_path, source, run.options)
         planned, changed = compared.new, compared.comparison.differs
@@ -294,11 +300,12 @@ def _write_bytes(content: bytes) -> None:
               help="Writes per commit (a link is never split across commits).")
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
+@allow_empty_option
 @quiet_option
 @timeout_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          verbose: bool, quiet: bool, timeout: float) -> None:
+          verbose: bool, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -314,7 +321,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout)
+               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty)
     if plan_file:
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
@@ -420,10 +427,11 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @click.option("--metrics", "metrics_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write Prometheus metrics (text format) to FILE, e.g. for a node-exporter "
                    "textfile collector (*.prom) or `curl --data-binary @FILE` to a Pushgateway.")
+@allow_empty_option
 @quiet_option
 @timeout_option
 def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
-          quiet: bool, timeout: float) -> None:
+          allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
 
     Sorts what is off into drift classes that point at the likely cause in the app: weeks_missing
@@ -439,7 +447,7 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
     inputs = _inputs(spec_path, source) + _inputs(baseline, "")
     if metrics_file:
         _refuse_output(metrics_file, inputs)
-    run = _Run(quiet, timeout=timeout)
+    run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
     checked = commands.check(spec_path, source, run.options, baseline=baseline)
     planned, drift = checked.planned, checked.drift
     run.finish(f"checked {_documents(planned.state)} documents")

@@ -29,7 +29,7 @@ from reconciler.errors import (
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
-from reconciler.kernel import projection, projection_union
+from reconciler.kernel import Projection, projection, projection_union
 from reconciler.model import OpResult, Plan, Spec, State
 from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
@@ -51,6 +51,7 @@ class Options:
     batch_size: int = MAX_BATCH
     journal_dir: Path = DEFAULT_DIRECTORY
     timeout: float = DEFAULT_TIMEOUT
+    allow_empty: bool = False  # a live database holding none of the spec's collections is expected
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -67,13 +68,32 @@ def open_store(source: str, options: Options | None = None) -> Store:
     return SnapshotStore(source)
 
 
+def _read(source: str, options: Options | None, collections: tuple[str, ...],
+          fields: Projection | None) -> State:
+    options = options or Options()
+    state = open_store(source, options).read(collections, fields)
+    _refuse_empty(state, collections, options)
+    return state
+
+
+def _refuse_empty(state: State, collections: tuple[str, ...], options: Options) -> None:
+    """A live database that holds none of the spec's collections is most likely the wrong project or
+    database: planning it would say "no changes, converged" about data it never saw."""
+    if options.allow_empty or not state.source.startswith(FIRESTORE_SCHEME):
+        return
+    if not any(state.documents(name) for name in collections):
+        raise SourceError(f"{state.source}: none of the spec's collections ({', '.join(collections)}) "
+                          "holds a document; check the project and database ID, or pass --allow-empty "
+                          "if an empty database is what you expect")
+
+
 def validate(spec_path: str) -> Spec:
     return load_spec(spec_path)
 
 
 def run_audit(spec_path: str, source: str, options: Options | None = None) -> AuditReport:
     spec = load_spec(spec_path)
-    return audit(spec, open_store(source, options).read(spec.collections, projection(spec)))
+    return audit(spec, _read(source, options, spec.collections, projection(spec)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +107,7 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
     """``whole``: read whole documents (apply needs them for its journal and its proof); else only
     the fields the plan reads, which gives the same plan from less I/O and memory."""
     spec = load_spec(spec_path)
-    state = open_store(source, options).read(spec.collections, None if whole else projection(spec))
+    state = _read(source, options, spec.collections, None if whole else projection(spec))
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
 
 
@@ -103,7 +123,7 @@ def compare_specs(spec_path: str, old_spec_path: str, source: str,
     """Plan the new and the old spec on one read of the source, and compare the two plans."""
     new_spec, old_spec = load_spec(spec_path), load_spec(old_spec_path)
     collections = tuple(dict.fromkeys((*new_spec.collections, *old_spec.collections)))
-    state = open_store(source, options).read(collections, projection_union([new_spec, old_spec]))
+    state = _read(source, options, collections, projection_union([new_spec, old_spec]))
     old = Planned(spec=old_spec, state=state, plan=build_plan(old_spec, state))
     new = Planned(spec=new_spec, state=state, plan=build_plan(new_spec, state))
     return Compared(old=old, new=new, comparison=compare(old.plan, new.plan))
@@ -167,6 +187,7 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     derived = saved.ops if before is not None else None
     if before is None:
         before = store.read(spec.collections)
+        _refuse_empty(before, spec.collections, options)
     admission = admit(spec, saved, before, derived)
     results: list[OpResult] = list(admission.skipped)
     journal = None

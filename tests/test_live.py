@@ -443,3 +443,16 @@ def test_progress_is_plain_lines_on_stderr_when_piped_and_silent_with_quiet(live
     quiet = reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--quiet")
     assert quiet.stderr == "" and quiet.stdout == piped.stdout.replace(piped.stdout.splitlines()[0],
                                                                         quiet.stdout.splitlines()[0])
+
+
+def test_a_database_with_none_of_the_specs_collections_is_an_error_unless_allowed(live):
+    """A wrong project ID reads as an empty database: it must not pass for "no changes, converged"."""
+    for command in ("plan", "check", "audit"):
+        run = reconcile(command, "--spec", CHECKINS, "--source", live.source, "-q")
+        assert run.returncode == 1, (command, run.stdout, run.stderr)
+        assert "none of the spec's collections (check_in_assignments, formResponses, clients, forms) " \
+               "holds a document" in run.stderr and "--allow-empty" in run.stderr
+        allowed = reconcile(command, "--spec", CHECKINS, "--source", live.source, "-q", "--allow-empty")
+        assert allowed.returncode == 0, (command, allowed.stderr)
+    refused = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve")
+    assert refused.returncode == 1 and "--allow-empty" in refused.stderr
