@@ -110,6 +110,17 @@ def test_validate(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_validate_refuses_an_unknown_time_zone_in_one_sentence(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cadence = "every: {weeks: 1}\n    timezone: Europe/Londn"
+    bad.write_text(CHECKINS.read_text().replace("every_days: 7", cadence))
+    run = reconcile("validate", bad)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        "timezone 'Europe/Londn' of rule 'cadence' is not a known IANA time zone; did you mean "
+        "'Europe/London'?")
+
+
 def test_snapshot_exports_a_file_that_plans_the_same(demo, tmp_path):
     out = tmp_path / "copy.json"
     assert reconcile("snapshot", "--source", demo, "--out", out, "--spec", CHECKINS).returncode == 0
