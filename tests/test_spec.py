@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 import yaml
-from builders import CHECKINS, SESSIONS
+from builders import CHECKINS, SESSIONS, cadence_text
 
 from reconciler.errors import SpecError
 from reconciler.spec import load_spec, schema
@@ -155,14 +155,6 @@ def test_a_spec_with_a_thousand_problems_lists_the_first_ones_only(tmp_path):
 
 # -- the cadence's two forms ---------------------------------------------------------------------------
 
-CADENCE = "    every_days: 7\n"
-
-
-def with_cadence(lines: str) -> str:
-    """The shipped spec with its cadence step (``every_days: 7``) replaced by ``lines``."""
-    return edit(CADENCE, "".join(f"    {line}\n" for line in lines.splitlines()))
-
-
 @pytest.mark.parametrize(("lines", "fields"), [
     ("every: {weeks: 1}\ntimezone: Europe/London",
      {"every_days": None, "unit": "weeks", "count": 1, "timezone": "Europe/London"}),
@@ -175,7 +167,7 @@ def with_cadence(lines: str) -> str:
 ])
 def test_a_cadence_is_exact_days_or_one_calendar_step(tmp_path, lines, fields):
     path = tmp_path / "good.yaml"
-    path.write_text(with_cadence(lines))
+    path.write_text(cadence_text(lines))
     cadence = load_spec(path).cadence
     assert {name: getattr(cadence, name) for name in fields} == fields
 
@@ -216,7 +208,7 @@ def test_a_cadence_is_exact_days_or_one_calendar_step(tmp_path, lines, fields):
     ("every: {months: -1}", "every:", "rules[1].every.months must be at least 1, found -1"),
 ])
 def test_a_bad_cadence_is_one_sentence_at_its_place(tmp_path, lines, needle, words):
-    text = with_cadence(lines)
+    text = cadence_text(lines)
     [problem] = problems_of(tmp_path, text)
     assert problem.startswith(f"{tmp_path / 'bad.yaml'}:{line_of(text, needle)}:"), problem
     assert words in problem and ". " not in problem.replace("e.g. ", "") and "\n" not in problem, problem
