@@ -83,17 +83,19 @@ class CadenceRule:
             return start
         zone = _zone(self.timezone)
         try:
-            wall = start.astimezone(zone).replace(tzinfo=None)
+            local = start.astimezone(zone)
             steps = self.count * (week - 1)
+            # Arithmetic on an aware datetime moves its wall-clock fields and sets fold=0, which
+            # astimezone then reads as the first of two equal times, or, in a gap, with the offset
+            # in force before it.
             if self.unit == "months":
-                months = wall.month - 1 + steps
-                year, month = wall.year + months // 12, months % 12 + 1
-                wall = wall.replace(year=year, month=month,
-                                    day=min(wall.day, calendar.monthrange(year, month)[1]))
+                months = local.month - 1 + steps
+                year, month = local.year + months // 12, months % 12 + 1
+                local = local.replace(year=year, month=month, fold=0,
+                                      day=min(local.day, calendar.monthrange(year, month)[1]))
             else:
-                wall += timedelta(days=steps * 7 if self.unit == "weeks" else steps)
-            # fold=0: the first of two equal wall-clock times; in a gap, the offset before it.
-            return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+                local += timedelta(days=steps * 7 if self.unit == "weeks" else steps)
+            return local.astimezone(UTC)
         except (OverflowError, ValueError):
             return None
 
