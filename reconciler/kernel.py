@@ -407,8 +407,8 @@ def _unplannable(spec: Spec, base: Document, start: datetime, length: int) -> tu
                 f"length.max of {rule.max_length}; series left untouched")
     if cadence.due(start, length) is None:
         return ("series.dates_out_of_range",
-                f"week {length} would be due after the last date a timestamp can hold (base "
-                f"{cadence.field} {show(start)}, every {cadence.every_days} days); series left untouched")
+                f"week {length} would be due outside the years 1 to 9999 a timestamp can hold (base "
+                f"{cadence.field} {show(start)}, {cadence.describe()}); series left untouched")
     return None
 
 

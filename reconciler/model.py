@@ -8,10 +8,12 @@ type for a delete or for overwriting a value, so no plan can hold one.
 
 from __future__ import annotations
 
+import calendar
 import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from reconciler.formats import PLAN
 from reconciler.values import MISSING, canonical, is_empty
@@ -34,21 +36,84 @@ class SeriesRule:
     fill_base_week: bool
 
 
+CALENDAR_UNITS = ("days", "weeks", "months")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CadenceRule:
-    """Rule 4: ``field(week) = base.field + (week - 1) × every_days`` exact 24-hour days."""
+    """Rule 4: the date of each week, from the base's date. ``due`` is the one place it is computed.
+
+    Two forms, exactly one of which is set:
+
+    - ``every_days``: ``base + (week - 1) × every_days`` exact 24-hour days, in UTC;
+    - ``unit`` and ``count`` (``every: {weeks: 2}``): ``(week - 1) × count`` calendar days, weeks or
+      months added to the base's wall-clock time in ``timezone`` (UTC when None), then taken back to
+      UTC. Months keep the base's day, or the month's last day when it is shorter, and are counted
+      from the base every time (Jan 31, Feb 28, Mar 31), never stepped from the week before. A
+      wall-clock time that occurs twice (clocks going back) is its first occurrence; one that does
+      not occur (clocks going forward) is read with the offset in force before the change, so it
+      lands as much later as the clocks jumped (PEP 495's ``fold=0``).
+    """
 
     id: str
     field: str
-    every_days: int
+    every_days: int | None = None
+    unit: str | None = None  # one of CALENDAR_UNITS when the cadence is a calendar step
+    count: int = 0
+    timezone: str | None = None  # an IANA name, checked when the spec is read
+
+    def __post_init__(self) -> None:
+        if (self.every_days is None) == (self.unit is None):
+            raise ValueError("a cadence has either every_days or a calendar unit, not both or neither")
+        if self.unit is not None and self.unit not in CALENDAR_UNITS:
+            raise ValueError(f"unknown calendar unit {self.unit!r}")
+        if self.every_days is not None and self.timezone is not None:
+            raise ValueError("every_days counts exact days in UTC; a time zone applies to a calendar unit")
 
     def due(self, start: datetime, week: int) -> datetime | None:
-        """The date of ``week`` in a series starting at ``start``; None when it falls outside the
-        dates a timestamp can hold (years 1 to 9999)."""
+        """The date of ``week`` in a series starting at ``start`` (week 1 is ``start``); None when
+        it falls outside the dates a timestamp can hold (years 1 to 9999), in UTC or, with a time
+        zone, in local time."""
+        every_days = self.every_days
+        if every_days is not None:  # the fast path: one addition, as before calendar units existed
+            try:
+                return start + timedelta(days=every_days * (week - 1))
+            except OverflowError:
+                return None
+        if week == 1:
+            return start
+        zone = _zone(self.timezone)
         try:
-            return start + timedelta(days=self.every_days * (week - 1))
-        except OverflowError:
+            local = start.astimezone(zone)
+            steps = self.count * (week - 1)
+            # Arithmetic on an aware datetime moves its wall-clock fields and sets fold=0, which
+            # astimezone then reads as the first of two equal times, or, in a gap, with the offset
+            # in force before it.
+            if self.unit == "months":
+                months = local.month - 1 + steps
+                year, month = local.year + months // 12, months % 12 + 1
+                local = local.replace(year=year, month=month, fold=0,
+                                      day=min(local.day, calendar.monthrange(year, month)[1]))
+            else:
+                local += timedelta(days=steps * 7 if self.unit == "weeks" else steps)
+            return local.astimezone(UTC)
+        except (OverflowError, ValueError):
             return None
+
+    def describe(self) -> str:
+        """The cadence in words, for messages: "every 7 days", "every 2 weeks at local time in
+        Europe/London", "every month in UTC"."""
+        if self.every_days is not None:
+            return "every day" if self.every_days == 1 else f"every {self.every_days} days"
+        step = (self.unit or "")[:-1] if self.count == 1 else f"{self.count} {self.unit}"
+        where = f"at local time in {self.timezone}" if self.timezone else "in UTC"
+        return f"every {step} {where}"
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str | None) -> tzinfo:
+    """A time zone by its IANA name (UTC for None); loaded once per process, not once per date."""
+    return UTC if name is None else ZoneInfo(name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

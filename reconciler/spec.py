@@ -7,10 +7,12 @@ to write instead``, all problems at once, and nothing is guessed: a spec either 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
 import sys
+import zoneinfo
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -326,6 +328,12 @@ def _explain(error: jsonschema.ValidationError) -> str:
     if keyword in ("minimum", "maximum"):
         bound = "at least" if keyword == "minimum" else "at most"
         return f"{path} must be {bound} {sub[keyword]}, found {error.instance}"
+    if keyword in ("minProperties", "maxProperties"):
+        hint = sub.get("description", "")
+        if keyword == "minProperties":
+            return f"{path} must not be empty" + (f" ({hint})" if hint else "")
+        return (f"{path} has {len(error.instance)} keys ({_names(error.instance)}), at most "
+                f"{sub['maxProperties']} allowed" + (f" ({hint})" if hint else ""))
     if keyword == "minItems":
         return f"{path} must have at least {sub['minItems']} item(s)"
     if keyword == "minLength":
@@ -401,6 +409,11 @@ def _yaml_value(value: Any) -> str:
 
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+@functools.lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 # -- semantics ---------------------------------------------------------------------------------------
@@ -483,7 +496,41 @@ class _Semantics:
                           fill_base_week=rule.get("fill_base_week", False))
 
     def _cadence(self, rule: dict[str, Any], where: Where) -> CadenceRule:
-        return CadenceRule(id=rule["id"], field=rule["field"], every_days=rule["every_days"])
+        every_days, every, zone = rule.get("every_days"), rule.get("every"), rule.get("timezone")
+        before = len(self.problems)
+        if every_days is not None and every is not None:
+            self.problem((*where, "every"), "a cadence has every_days (exact 24-hour days in UTC) or "
+                         "every (calendar steps), not both; keep one")
+        elif every_days is None and every is None:
+            self.problem(where, "the cadence rule needs every_days (exact 24-hour days, e.g. "
+                         "`every_days: 7`) or every (calendar steps, e.g. `every: {weeks: 1}`)")
+        elif zone is not None and every is None:
+            self.problem((*where, "timezone"), "timezone applies to `every` only, since every_days "
+                         "counts exact 24-hour days in UTC; write `every: {days: N}` to keep the "
+                         "local time of day")
+        unit, count = next(iter((every or {"days": 1}).items()))  # the schema allows one unit only
+        if type(count) is not int:  # JSON Schema takes 2.0 for an integer; a count is written 2
+            self.problem((*where, "every", unit), f"{_dotted((*where, 'every', unit))} must be an "
+                         f"integer, found a number {_yaml_value(count)}")
+        if zone is not None:
+            self._timezone(zone, (*where, "timezone"), rule["id"])
+        if len(self.problems) > before:  # the spec is refused; a placeholder keeps the other checks going
+            return CadenceRule(id=rule["id"], field=rule["field"], every_days=1)
+        if every is None:
+            return CadenceRule(id=rule["id"], field=rule["field"], every_days=every_days)
+        return CadenceRule(id=rule["id"], field=rule["field"], unit=unit, count=count, timezone=zone)
+
+    def _timezone(self, name: str, where: Where, rule_id: str) -> None:
+        """An IANA time zone name that this machine's time zone database holds (as ``zoneinfo``
+        lists them: not the ``right/`` or ``posix/`` copies some systems add)."""
+        if name == "localtime":  # a machine's own zone: the same spec would date weeks differently
+            self.problem(where, f"timezone of rule {_quote(rule_id)} is 'localtime', the zone of the "
+                         "machine that runs it; write an IANA name such as Europe/London")
+        elif name not in _time_zones():
+            close = difflib.get_close_matches(name, sorted(_time_zones()), n=1)
+            self.problem(where, f"timezone {_quote(name)} of rule {_quote(rule_id)} is not a known IANA "
+                         "time zone; " + (f"did you mean {close[0]!r}?" if close else
+                                          "write a name such as Europe/London"))
 
     def _new_week(self, rule: dict[str, Any], where: Where) -> NewWeekRule:
         reset = rule.get("reset", {})

@@ -13,7 +13,7 @@ from typing import Any
 from reconciler.kernel import new_week_id
 from reconciler.model import Document, Spec, State
 from reconciler.plan import build_plan
-from reconciler.spec import load_spec
+from reconciler.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKINS = ROOT / "specs" / "checkins.yaml"
@@ -31,6 +31,19 @@ R = "formResponses"
 
 def checkins() -> Spec:
     return load_spec(CHECKINS)
+
+
+def cadence_text(step: str) -> str:
+    """The shipped spec's text with its cadence step (``every_days: 7``) replaced by ``step``, the
+    rule's lines (``every: {weeks: 1}\ntimezone: Europe/London``)."""
+    text = CHECKINS.read_text()
+    assert "    every_days: 7\n" in text
+    return text.replace("    every_days: 7\n", "".join(f"    {line}\n" for line in step.splitlines()))
+
+
+def with_cadence(step: str) -> Spec:
+    """The shipped spec with another cadence step (see ``cadence_text``)."""
+    return parse_spec(cadence_text(step).encode("utf-8"), "calendar.yaml")
 
 
 def due(week: int, start: datetime = BASE_DUE) -> datetime:

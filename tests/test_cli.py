@@ -6,10 +6,25 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, SESSIONS, SESSIONS_DEMO, checkins, reconcile
+from builders import (
+    CHECKINS,
+    DEMO,
+    SESSIONS,
+    SESSIONS_DEMO,
+    A,
+    assignment,
+    cadence_text,
+    checkins,
+    reconcile,
+    response,
+    state,
+)
+
+from reconciler.snapshot import SnapshotStore, snapshot_bytes
 
 
 def digest(path: Path) -> str:
@@ -110,6 +125,47 @@ def test_validate(tmp_path):
     assert run.returncode == 1
     assert f"{bad}:" in run.stderr and "every_days must be at least 1, found 0" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_validate_refuses_an_unknown_time_zone_in_one_sentence(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cadence = "every: {weeks: 1}\n    timezone: Europe/Londn"
+    bad.write_text(CHECKINS.read_text().replace("every_days: 7", cadence))
+    run = reconcile("validate", bad)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        "timezone 'Europe/Londn' of rule 'cadence' is not a known IANA time zone; did you mean "
+        "'Europe/London'?")
+
+
+def test_a_weekly_london_cadence_across_the_clock_change_plans_applies_and_converges(tmp_path):
+    """Monday 23 March 2026 09:00 in London is 09:00 UTC (GMT); the clocks go forward on Sunday 29
+    March, so the next Mondays at 09:00 (BST) are 08:00 UTC. Week 2 gets the client's response."""
+    spec = tmp_path / "london.yaml"
+    spec.write_text(cadence_text("every: {weeks: 1}\ntimezone: Europe/London"))
+    source = tmp_path / "data.json"
+    base = datetime(2026, 3, 23, 9, tzinfo=UTC)
+    source.write_bytes(snapshot_bytes(state(assignment("a1", 1, totalWeeks=3, dueDate=base),
+                                            response("r2", 2))))
+    plan_file = tmp_path / "plan.json"
+    planned = reconcile("plan", "--spec", spec, "--source", source, "--out", plan_file)
+    assert planned.returncode == 0, planned.stderr
+    assert "dueDate=2026-03-30T08:00:00.000000Z" in planned.stdout
+    assert "dueDate=2026-04-06T08:00:00.000000Z" in planned.stdout
+    assert planned.stdout.rstrip().endswith(
+        "Plan: 2 to create, 1 to link, 0 to fill; 0 to delete, 0 to overwrite.")
+
+    applied = reconcile("apply", plan_file)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "converged, nothing lost." in applied.stdout
+    after = SnapshotStore(source).read().documents(A).values()
+    weeks = {doc.fields["recurringWeek"]: doc.fields for doc in after}
+    assert {week: fields["dueDate"] for week, fields in weeks.items()} == {
+        1: base, 2: datetime(2026, 3, 30, 8, tzinfo=UTC), 3: datetime(2026, 4, 6, 8, tzinfo=UTC)}
+    assert weeks[2]["responseId"] == "r2" and weeks[3]["responseId"] is None
+
+    check = reconcile("check", "--spec", spec, "--source", source)
+    assert check.returncode == 0 and "No drift: converged." in check.stdout
 
 
 def test_snapshot_exports_a_file_that_plans_the_same(demo, tmp_path):

@@ -4,8 +4,9 @@ every spec key is documented."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
-from builders import CHECKINS, DEMO, ROOT
+from builders import CHECKINS, DEMO, ROOT, with_cadence
 
 from reconciler.plan import build_plan
 from reconciler.snapshot import SnapshotStore
@@ -55,3 +56,28 @@ def test_the_table_of_file_formats_is_the_one_the_code_reads_and_writes():
     rows = re.findall(r"^\| [^|]+ \| `(reconcile-[a-z]+)` \| (\d+\.\d+) \| (\S+)", text, flags=re.M)
     documented = {name: (written, read) for name, written, read in rows}
     assert documented == {fmt.name: (fmt.version, fmt.oldest if fmt.read else "(output") for fmt in ALL}
+
+
+def cadence_section() -> str:
+    text = (ROOT / "docs" / "spec.md").read_text()
+    return text[text.index("## `cadence`"):text.index("## `new_week`")]
+
+
+def test_the_cadence_examples_are_valid_specs():
+    blocks = re.findall(r"```yaml\n(.*?)\n```", cadence_section(), flags=re.S)
+    steps = ["\n".join(line.strip() for line in block.splitlines()
+                       if line.strip().startswith(("every", "timezone"))) for block in blocks]
+    assert steps == ["every_days: 7", "every: {weeks: 1}\ntimezone: Europe/London"]
+    for step in steps:
+        assert with_cadence(step).cadence.field == "dueDate"
+
+
+def test_the_cadence_table_gives_the_dates_the_engine_gives():
+    rows = [line.split(" | ") for line in cadence_section().splitlines() if line.startswith("| `every")
+            and line.count(" | ") == 2]
+    assert len(rows) == 5
+    for cadence_cell, base_cell, weeks_cell in rows:
+        cadence = with_cadence("\n".join(re.findall(r"`([^`]*)`", cadence_cell))).cadence
+        base = datetime.fromisoformat(re.findall(r"`([^`]*)`", base_cell)[0])
+        weeks = [datetime.fromisoformat(stamp) for stamp in re.findall(r"`([^`]*)`", weeks_cell)]
+        assert [cadence.due(base, week) for week in (2, 3, 4)] == weeks, cadence_cell

@@ -146,8 +146,9 @@ def test_spec_with_inserted_yaml(insertions):
 # -- random trees and nodes of another type ------------------------------------------------------------
 
 NAMES = ["version", "name", "rules", "id", "kind", "series", "cadence", "new_week", "link", "allowed_fills",
-         "collection", "key", "week_field", "length", "default", "field", "every_days", "reset", "omit",
-         "fields", "status", "from", "to", "copy", "member_ref", "response_ref", "order_by", "reference",
+         "collection", "key", "week_field", "length", "default", "field", "every_days", "every", "days",
+         "weeks", "months", "timezone", "reset", "omit", "fields", "status", "from", "to", "copy",
+         "member_ref", "response_ref", "order_by", "reference",
          "$timestamp", "$map", "$missing", "$float", "op", "path", "fills", "value", "before", "rule",
          "transition", "group", "precondition", "update_time", "exists", "format", "format_version"]
 

@@ -13,13 +13,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from builders import CHECKINS, DEMO, A, R, checkins, reconcile
+from builders import CHECKINS, DEMO, A, R, assignment, checkins, reconcile, state, with_cadence
 
 from reconciler.errors import PlanFileError, UnsafePlan
 from reconciler.guard import admit
+from reconciler.kernel import new_week_id
 from reconciler.model import Document, Plan, State
-from reconciler.plan import build_plan, loads_plan, op_to_data, plan_to_data
+from reconciler.plan import build_plan, dumps_plan, loads_plan, op_to_data, plan_to_data
 from reconciler.snapshot import SnapshotStore
+from reconciler.spec import parse_spec
 from reconciler.values import canonical
 
 SPEC = checkins()
@@ -371,3 +373,33 @@ def test_a_pinned_spec_must_be_the_one_the_plan_carries(tmp_path):
     honest = tmp_path / "honest.json"
     assert reconcile("plan", "--spec", CHECKINS, "--source", source, "--out", honest).returncode == 0
     assert reconcile("apply", honest, "--spec", CHECKINS, "--journal-dir", tmp_path / "j").returncode == 0
+
+
+# -- a calendar cadence through the plan file --------------------------------------------------------
+
+LONDON = with_cadence("every: {weeks: 1}\ntimezone: Europe/London")
+# Monday 23 March 2026 09:00 GMT; once the clocks go forward on the 29th, Mondays 09:00 BST are
+# 08:00 UTC.
+LONDON_STATE = state(assignment("a1", 1, totalWeeks=3, dueDate=datetime(2026, 3, 23, 9, tzinfo=UTC)))
+LONDON_PLAN = build_plan(LONDON, LONDON_STATE)
+
+
+def test_a_plan_with_a_calendar_cadence_round_trips_and_apply_admits_it_whole():
+    text = dumps_plan(LONDON_PLAN)
+    saved = loads_plan(text, "london.json")
+    assert saved == LONDON_PLAN and dumps_plan(saved) == text
+    carried = parse_spec(saved.spec_text.encode("utf-8"), saved.spec_path)  # what apply PLAN reads
+    assert carried.sha256 == saved.spec_sha256 and carried.cadence == LONDON.cadence
+    admission = admit(carried, saved, LONDON_STATE)
+    assert admission.skipped == ()
+    assert [(op.path, op.fields["dueDate"]) for op in admitted_ops(admission)] == [
+        (f"{A}/{new_week_id(LONDON, ('c1', 'f1'), 2)}", datetime(2026, 3, 30, 8, tzinfo=UTC)),
+        (f"{A}/{new_week_id(LONDON, ('c1', 'f1'), 3)}", datetime(2026, 4, 6, 8, tzinfo=UTC))]
+
+
+def test_a_calendar_date_moved_in_the_plan_file_is_refused():
+    """09:00 UTC is what exact 7-day steps would give: not what this spec derives."""
+    data = data_of(LONDON_PLAN)
+    data["ops"][0]["fields"]["dueDate"] = {"$timestamp": "2026-03-30T09:00:00.000000Z"}
+    with pytest.raises(UnsafePlan, match="refusing the whole plan"):
+        admit(LONDON, reload(data), LONDON_STATE)

@@ -16,10 +16,11 @@ from builders import (
     plan_of,
     response,
     week_path,
+    with_cadence,
 )
 
 from reconciler.model import CreateDocumentOp, FieldFill, FillFieldsOp, StatusTransition
-from reconciler.values import MISSING, GeoPoint, Reference
+from reconciler.values import MISSING, GeoPoint, Reference, show
 
 
 def codes(plan) -> list[tuple[str, str]]:
@@ -172,6 +173,41 @@ def test_due_dates_follow_the_cadence_exactly_to_the_microsecond(spec):
     assert dues[30] == BASE_DUE + timedelta(days=203)
     # 24-hour days in UTC: a daylight-saving change elsewhere never moves the hour.
     assert {d.hour for d in dues.values()} == {9} and {d.microsecond for d in dues.values()} == {123456}
+
+
+LONDON_WEEKLY = with_cadence("every: {weeks: 1}\ntimezone: Europe/London")
+
+
+def test_a_calendar_cadence_dates_new_weeks_and_checks_members_in_local_time():
+    # Monday 23 March 2026 09:00 GMT; London's clocks go forward on Sunday 29 March, so Mondays
+    # 09:00 are 08:00 UTC from the 30th.
+    base = assignment("a1", 1, totalWeeks=4, dueDate=datetime(2026, 3, 23, 9, tzinfo=UTC))
+    on_time = assignment("a3", 3, dueDate=datetime(2026, 4, 6, 8, tzinfo=UTC))
+    exact_days = assignment("a4", 4, dueDate=datetime(2026, 4, 13, 9, tzinfo=UTC))
+    plan = plan_of(LONDON_WEEKLY, base, on_time, exact_days)
+    [created] = plan.ops
+    assert (created.path, created.fields["recurringWeek"], created.fields["dueDate"]) == (
+        week_path(LONDON_WEEKLY, 2), 2, datetime(2026, 3, 30, 8, tzinfo=UTC))
+    [finding] = plan.findings
+    assert (finding.code, finding.path, finding.message) == (
+        "assignment.due_mismatch", f"{A}/a4", "week 4's dueDate is 2026-04-13T09:00:00.000000Z, the "
+        "cadence says 2026-04-13T08:00:00.000000Z; left as it is")
+
+
+@pytest.mark.parametrize(("step", "start", "total", "words"), [
+    ("every: {months: 1}\ntimezone: Europe/London", datetime(9999, 6, 30, tzinfo=UTC), 12,
+     "every month at local time in Europe/London"),
+    ("every: {weeks: 2}", datetime(9999, 12, 1, tzinfo=UTC), 4, "every 2 weeks in UTC"),  # 6 weeks on
+    # 02:00 UTC on 1 January of year 1 is still year 0 in New York: no later week has a local date.
+    ("every: {weeks: 1}\ntimezone: America/New_York", datetime(1, 1, 1, 2, tzinfo=UTC), 2,
+     "every week at local time in America/New_York"),
+])
+def test_a_calendar_cadence_past_what_a_timestamp_holds_is_a_finding_in_its_words(step, start, total, words):
+    plan = plan_of(with_cadence(step), assignment("a1", 1, totalWeeks=total, dueDate=start))
+    [finding] = plan.findings
+    assert plan.ops == () and (finding.code, finding.message) == (
+        "series.dates_out_of_range", f"week {total} would be due outside the years 1 to 9999 a timestamp "
+        f"can hold (base dueDate {show(start)}, {words}); series left untouched")
 
 
 def test_a_new_week_copies_the_base_except_resets_and_omitted_fields(spec):

@@ -14,7 +14,18 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from builders import CHECKINS, DEMO, ROOT, SESSIONS, SESSIONS_DEMO, reconcile
+from builders import (
+    CHECKINS,
+    DEMO,
+    ROOT,
+    SESSIONS,
+    SESSIONS_DEMO,
+    assignment,
+    cadence_text,
+    reconcile,
+    response,
+    state,
+)
 from test_values import VALUES
 
 from reconciler.kernel import new_week_id
@@ -157,6 +168,24 @@ def test_the_second_domain_converges_live(live, tmp_path):
 
 
 # -- stale plans, concurrent writers, crashes -------------------------------------------------------------
+
+
+def test_a_weekly_london_cadence_converges_live_across_the_clock_change(live, tmp_path):
+    """Monday 23 March 2026 09:00 GMT; the Mondays 09:00 after London's clocks go forward on the
+    29th are BST, 08:00 UTC."""
+    spec = tmp_path / "london.yaml"
+    spec.write_text(cadence_text("every: {weeks: 1}\ntimezone: Europe/London"))
+    base = datetime(2026, 3, 23, 9, tzinfo=UTC)
+    live.load(state(assignment("a1", 1, totalWeeks=3, dueDate=base), response("r3", 3)))
+    plan_file = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", spec, "--source", live.source, "--out", plan_file).returncode == 0
+    applied = reconcile("apply", plan_file, "--journal-dir", tmp_path / "j")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    weeks = {doc.fields["recurringWeek"]: doc.fields for doc in live.read([A]).documents(A).values()}
+    assert {week: fields["dueDate"] for week, fields in weeks.items()} == {
+        1: base, 2: datetime(2026, 3, 30, 8, tzinfo=UTC), 3: datetime(2026, 4, 6, 8, tzinfo=UTC)}
+    assert weeks[3]["responseId"] == "r3"
+    assert reconcile("check", "--spec", spec, "--source", live.source).returncode == 0
 
 
 def test_a_stale_plan_overwrites_nothing_writes_no_half_link_and_reports_the_skips(live, tmp_path):

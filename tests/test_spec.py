@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 import yaml
-from builders import CHECKINS, SESSIONS
+from builders import CHECKINS, SESSIONS, cadence_text
 
 from reconciler.errors import SpecError
 from reconciler.spec import load_spec, schema
@@ -151,3 +151,64 @@ def test_a_spec_with_a_thousand_problems_lists_the_first_ones_only(tmp_path):
     message = str(raised.value)
     assert len(raised.value.problems) >= 1000
     assert message.count("\n") == SpecError.SHOWN + 1 and message.endswith("more; fix these first")
+
+
+# -- the cadence's two forms ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("lines", "fields"), [
+    ("every: {weeks: 1}\ntimezone: Europe/London",
+     {"every_days": None, "unit": "weeks", "count": 1, "timezone": "Europe/London"}),
+    ("every: {weeks: 2}", {"every_days": None, "unit": "weeks", "count": 2, "timezone": None}),
+    ("every: {days: 3660}\ntimezone: America/New_York",
+     {"every_days": None, "unit": "days", "count": 3660, "timezone": "America/New_York"}),
+    ("every: {months: 120}\ntimezone: UTC",
+     {"every_days": None, "unit": "months", "count": 120, "timezone": "UTC"}),
+    ("every_days: 7", {"every_days": 7, "unit": None, "count": 0, "timezone": None}),
+])
+def test_a_cadence_is_exact_days_or_one_calendar_step(tmp_path, lines, fields):
+    path = tmp_path / "good.yaml"
+    path.write_text(cadence_text(lines))
+    cadence = load_spec(path).cadence
+    assert {name: getattr(cadence, name) for name in fields} == fields
+
+
+@pytest.mark.parametrize(("lines", "needle", "words"), [
+    ("every_days: 7\nevery: {weeks: 1}", "every: {weeks",
+     "a cadence has every_days (exact 24-hour days in UTC) or every (calendar steps), not both; keep one"),
+    ("", "- id: cadence",
+     "the cadence rule needs every_days (exact 24-hour days, e.g. `every_days: 7`) or every"),
+    ("timezone: Europe/London", "- id: cadence", "the cadence rule needs every_days"),
+    ("every_days: 7\ntimezone: Europe/London", "timezone:",
+     "timezone applies to `every` only, since every_days counts exact 24-hour days in UTC; "
+     "write `every: {days: N}`"),
+    ("every: {weeks: 1}\ntimezone: Europe/Londn", "timezone:",
+     "timezone 'Europe/Londn' of rule 'cadence' is not a known IANA time zone; did you mean "
+     "'Europe/London'?"),
+    ("every: {weeks: 1}\ntimezone: Mars/Olympus_Mons", "timezone:",
+     "timezone 'Mars/Olympus_Mons' of rule 'cadence' is not a known IANA time zone; write a name such "
+     "as Europe/London"),
+    ("every: {weeks: 1}\ntimezone: ../../etc/passwd", "timezone:", "is not a known IANA time zone"),
+    ("every: {weeks: 1}\ntimezone: /usr/share/zoneinfo/UTC", "timezone:", "is not a known IANA time zone"),
+    ("every: {weeks: 1}\ntimezone: right/UTC", "timezone:", "is not a known IANA time zone"),
+    ("every: {weeks: 1}\ntimezone: Europe/London/", "timezone:", "is not a known IANA time zone"),
+    ("every: {weeks: 1}\ntimezone: localtime", "timezone:",
+     "timezone of rule 'cadence' is 'localtime', the zone of the machine that runs it"),
+    ("every: {weeks: 1}\ntimezone: ''", "timezone:", "rules[1].timezone must not be empty"),
+    ("every: {weeks: 1}\ntimezone: 1", "timezone:", "rules[1].timezone must be a string, found an integer"),
+    ("every: {weeks: 1, days: 2}", "every:", "rules[1].every has 2 keys (weeks, days), at most 1 allowed"),
+    ("every: {}", "every:", "rules[1].every must not be empty (one calendar step: days, weeks or months"),
+    ("every: {week: 1}", "every:", "unknown key 'week' (did you mean 'weeks'?)"),
+    ("every: 7", "every:", "rules[1].every must be an object, found an integer 7"),
+    ("every: {weeks: true}", "every:", "rules[1].every.weeks must be an integer, found a boolean true"),
+    ("every: {weeks: 2.0}", "every:", "rules[1].every.weeks must be an integer, found a number 2.0"),
+    ("every: {weeks: 0}", "every:", "rules[1].every.weeks must be at least 1, found 0"),
+    ("every: {days: 3661}", "every:", "rules[1].every.days must be at most 3660, found 3661"),
+    ("every: {weeks: 521}", "every:", "rules[1].every.weeks must be at most 520, found 521"),
+    ("every: {months: 121}", "every:", "rules[1].every.months must be at most 120, found 121"),
+    ("every: {months: -1}", "every:", "rules[1].every.months must be at least 1, found -1"),
+])
+def test_a_bad_cadence_is_one_sentence_at_its_place(tmp_path, lines, needle, words):
+    text = cadence_text(lines)
+    [problem] = problems_of(tmp_path, text)
+    assert problem.startswith(f"{tmp_path / 'bad.yaml'}:{line_of(text, needle)}:"), problem
+    assert words in problem and ". " not in problem.replace("e.g. ", "") and "\n" not in problem, problem
