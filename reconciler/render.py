@@ -361,6 +361,9 @@ def render_verification(verification: Verification, fmt: str, verbose: bool = Fa
     return VERIFICATION_FORMATS[fmt](verification, verbose)
 
 
+SKIPS_NAMED = 3  # skipped writes named one by one for a reason; more are counted (--verbose names all)
+
+
 def _verification_text(v: Verification, verbose: bool = False) -> str:
     yes = {True: "YES", False: "NO"}
     rows = [
@@ -382,11 +385,15 @@ def _verification_text(v: Verification, verbose: bool = False) -> str:
         lines.append(f"  ! lost: {printable(loss.path)}: {printable(loss.detail)}")
     for path in v.links_broken:
         lines.append(f"  ! link does not hold both ways: {printable(path)}")
-    if verbose:
-        lines += [f"  ! skipped {printable(r.op.path)}: {printable(r.reason)}" for r in v.skipped]
-    else:
-        reasons = Counter(r.reason for r in v.skipped)
-        lines += [f"  ! skipped {n}: {printable(reason)}" for reason, n in reasons.most_common()]
+    by_reason: dict[str, list[str]] = {}
+    for result in v.skipped:
+        by_reason.setdefault(result.reason, []).append(result.op.path)
+    for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        if verbose or len(paths) <= SKIPS_NAMED:
+            lines += [f"  ! skipped {printable(path)}: {printable(reason)}" for path in paths]
+        else:
+            lines.append(f"  ! skipped {len(paths)} writes: {printable(reason)} (e.g. "
+                         f"{', '.join(map(printable, paths[:SKIPS_NAMED]))})")
     if v.skipped:
         lines.append("  Skipped writes were not forced: the data changed since the plan. Re-run "
                      "`reconcile plan` to see what is still needed" + ("." if verbose else
@@ -407,7 +414,7 @@ def _verification_text(v: Verification, verbose: bool = False) -> str:
     else:
         verdict = "NOT converged; VALUES WERE LOST"
     if v.skipped:
-        verdict += f"; {len(v.skipped)} writes skipped as stale: re-run plan"
+        verdict += f"; {len(v.skipped)} writes skipped: re-run plan"
     lines.append(f"Apply: {v.created} created, {v.updated} updated, {len(v.skipped)} skipped; {verdict}.")
     return "\n".join(lines) + "\n"
 

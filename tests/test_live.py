@@ -204,7 +204,7 @@ def test_a_stale_plan_overwrites_nothing_writes_no_half_link_and_reports_the_ski
 
     stale = reconcile("apply", plan_file, "--journal-dir", tmp_path / "journal")
     assert stale.returncode == 2, stale.stdout + stale.stderr
-    assert "4 writes skipped as stale: re-run plan" in stale.stdout
+    assert "4 writes skipped: re-run plan" in stale.stdout
     state = live.read()
     assert state.find(response_1).get("assignmentId") == "linked-by-the-app"
     assert state.find(member_2).get("responseId") == "another-response"
