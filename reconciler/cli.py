@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.text import Text
 
 from reconciler import __version__, commands, progress
 from reconciler.drift import drift_data, summary_line
@@ -84,7 +86,7 @@ class _Run:
     def __init__(self, quiet: bool, **store: object) -> None:
         self.quiet = quiet
         self.started = time.monotonic()
-        self.progress = progress.choose(quiet)
+        self.progress = progress.choose(quiet, color=_color_allowed())
         self.options = commands.Options(progress=self.progress, **store)  # type: ignore[arg-type]
 
     def finish(self, what: str) -> None:
@@ -95,28 +97,39 @@ class _Run:
             click.echo(f"reconcile: {what} in {time.monotonic() - self.started:.1f}s", err=True)
 
 
+def _color_allowed() -> bool:
+    """False after --no-color; NO_COLOR and FORCE_COLOR are rich's to honour."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return not (root and isinstance(root.obj, dict) and root.obj.get("no_color"))
+
+
 def _echo(text: str, err: bool = False, fmt: str = "text") -> None:
-    """Print, colouring marked lines on a terminal only. JSON is printed as it is (its own escapes
-    keep it valid; an escape added here would make it unreadable to a machine)."""
-    stream = sys.stderr if err else sys.stdout
+    """Print, colouring marked lines where rich says colour is wanted (a terminal, no NO_COLOR, no
+    --no-color; or FORCE_COLOR). JSON is printed as it is (its own escapes keep it valid; an escape
+    added here would make it unreadable to a machine)."""
     if fmt == "json":
         click.echo(text, nl=False, err=err)
         return
     text = printable(text, newlines=True)  # the last line of defence: data never drives the terminal
-    if not stream.isatty():
+    console = Console(file=sys.stderr if err else sys.stdout, highlight=False, markup=False, emoji=False,
+                      soft_wrap=True, color_system="auto" if _color_allowed() else None)
+    if not console.is_terminal or console.no_color or console.color_system is None:
         click.echo(text, nl=False, err=err)
         return
     for line in text.splitlines(keepends=True):
         marker = line.lstrip()[:1]
-        click.echo(click.style(line, fg=_COLOURS.get(marker)) if marker in _COLOURS else line,
-                   nl=False, err=err)
+        console.print(Text(line, style=_COLOURS.get(marker, "")), end="")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="reconcile")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.option("--no-color", is_flag=True,
+              help="No colour in the output, on a terminal too (NO_COLOR=1 in the environment does the "
+                   "same).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, no_color: bool) -> None:
     """Keep Firestore check-in data in the shape a YAML spec declares, with additive patches only.
 
     A run reads the source once, computes the desired state, and diffs it into a plan that can only
@@ -135,7 +148,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 success, 1 error (one sentence on stderr), 2 changes pending or drift.
     Docs: docs/spec.md (spec language), docs/plan-format.md, docs/operations.md.
     """
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "no_color": no_color}
 
 
 @cli.command()

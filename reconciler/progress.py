@@ -87,12 +87,13 @@ class _BarTask:
 class Bars:
     """Progress bars on a terminal (rich)."""
 
-    def __init__(self) -> None:
+    def __init__(self, color: bool = True) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        console = Console(stderr=True, color_system="auto" if color else None)
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+                             TimeElapsedColumn(), console=console, transient=False)
         self.bars.start()
 
     def task(self, description: str, total: int | None = None) -> Task:
@@ -102,10 +103,11 @@ class Bars:
         self.bars.stop()
 
 
-def choose(quiet: bool) -> Progress:
-    """Bars on a terminal, lines when piped or in CI, nothing with --quiet."""
+def choose(quiet: bool, color: bool = True) -> Progress:
+    """Bars on a terminal, lines when piped or in CI, nothing with --quiet. ``color``: False for
+    --no-color (rich itself honours NO_COLOR)."""
     if quiet:
         return Silent()
     if sys.stderr.isatty() and not os.environ.get("CI"):
-        return Bars()
+        return Bars(color)
     return Lines()

@@ -132,3 +132,21 @@ def test_a_spec_change_comment_and_its_parts_show_no_document_value(tmp_path):
     for text in texts:
         for value in ("Jane Private", "approved", "@org", "</details><h1>", "struggling"):
             assert value not in text, value
+
+
+def test_colour_follows_the_conventions(tmp_path):
+    """Colour only where rich says a terminal wants it (FORCE_COLOR stands in for a terminal here);
+    NO_COLOR and --no-color turn it off; a pipe never gets it; data stays escaped either way."""
+    source = hostile_snapshot(tmp_path)
+
+    def plan(*options: str, **env: str):
+        run = reconcile(*options, "plan", "--spec", CHECKINS, "--source", source, "-q",
+                        env={"NO_COLOR": None, "FORCE_COLOR": None, **env})
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    coloured = plan(FORCE_COLOR="1")
+    assert "\x1b[32m  + create " in coloured and "\x1b[33m  ~ fill " in coloured
+    assert "evil\\x1b[2K" in coloured and "\x1b[2K" not in coloured  # data escaped, styles added
+    for off in (plan(FORCE_COLOR="1", NO_COLOR="1"), plan("--no-color", FORCE_COLOR="1"), plan()):
+        assert "\x1b[" not in off
