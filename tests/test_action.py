@@ -1,0 +1,302 @@
+"""The CI integration as GitHub would run it: the steps of ``action.yml`` and ``drift/action.yml`` run
+for real (bash, git, reconcile) in a temporary git repository with a pull request's base and head,
+with only the GitHub API replaced by a recorder; the example workflows and the pre-commit hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from builders import CHECKINS, DEMO, ROOT, SESSIONS, reconcile
+
+BIN = Path(sys.executable).parent  # the environment `reconcile` is installed in, as setup-python's is
+BOT = "github-actions[bot]"
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+MARKER = re.compile(r"<!-- checkin-reconciler plan: (\S+) on (\S+) part (\d+)/(\d+) -->")
+
+# Stands in for `gh`: records each call (arguments and the JSON sent) and answers a GET with the
+# file RECORDER_ANSWER (back-to-back JSON arrays, as `gh api --paginate` prints pages).
+RECORDER = """\
+import json, os, sys
+args = sys.argv[1:]
+sent = sys.stdin.read() if "--input" in args else None
+with open(os.environ["RECORDER_LOG"], "a") as log:
+    log.write(json.dumps({"args": args, "body": json.loads(sent) if sent else None}) + "\\n")
+if args[args.index("--method") + 1] == "GET":
+    print(open(os.environ["RECORDER_ANSWER"]).read())
+else:
+    print(json.dumps({"id": 999, "number": 41}))
+"""
+
+
+# -- running an action's step as the runner does ----------------------------------------------------------
+
+
+def resolve(text: str, context: dict) -> str:
+    """``${{ a.b.c }}`` replaced from ``context``: the expressions the actions use are plain lookups."""
+    def lookup(match: re.Match) -> str:
+        value = context
+        for name in match.group(1).split("."):
+            value = value[name]
+        return str(value)
+    return EXPRESSION.sub(lookup, text)
+
+
+@dataclass
+class StepRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+    calls: list[dict]  # what the recorder saw, in order
+    context: dict
+
+
+def run_step(action_file: Path, step_id: str, inputs: dict[str, str], cwd: Path, tmp: Path,
+             answer: str = "[]", pull_request: dict | None = None) -> StepRun:
+    action = yaml.safe_load(action_file.read_text())
+    assert set(inputs) <= set(action["inputs"]), "every input given is declared"
+    runner_temp = tmp / "runner-temp"
+    runner_temp.mkdir(exist_ok=True)
+    context: dict = {"github": {"token": "t0ken", "event": {"pull_request": pull_request or {}}},
+                     "runner": {"temp": str(runner_temp)}, "inputs": {}}
+    for name, declared in action["inputs"].items():
+        context["inputs"][name] = inputs.get(name, resolve(str(declared.get("default", "")), context))
+    [step] = [step for step in action["runs"]["steps"] if step.get("id") == step_id]
+    for name in ("recorder.py", "log.jsonl", "outputs", "answer.json"):
+        (tmp / name).unlink(missing_ok=True)
+    (tmp / "recorder.py").write_text(RECORDER)
+    gh = tmp / "gh"
+    gh.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp / "recorder.py"}" "$@"\n')
+    gh.chmod(0o755)
+    (tmp / "answer.json").write_text(answer)
+    outside = {name: value for name, value in os.environ.items() if not name.startswith(("GITHUB_", "GH_"))}
+    env = {**outside, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GITHUB_REPOSITORY": "octo/app",
+           "GITHUB_ACTION_PATH": str(action_file.parent), "GITHUB_OUTPUT": str(tmp / "outputs"),
+           "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "4242",
+           "RECONCILE_GH": str(gh), "RECORDER_LOG": str(tmp / "log.jsonl"),
+           "RECORDER_ANSWER": str(tmp / "answer.json"),
+           **{name: resolve(str(value), context) for name, value in step.get("env", {}).items()}}
+    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", step["run"]], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=120)
+    outputs_file, log = tmp / "outputs", tmp / "log.jsonl"
+    outputs = dict(line.split("=", 1) for line in outputs_file.read_text().splitlines()) \
+        if outputs_file.exists() else {}
+    context["steps"] = {step_id: {"outputs": outputs}}
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return StepRun(run.returncode, run.stdout, run.stderr, outputs, calls, context)
+
+
+def subdir(path: Path, name: str) -> Path:
+    (path / name).mkdir()
+    return path / name
+
+
+def endpoint(call: dict) -> tuple[str, str]:
+    args = call["args"]
+    return args[args.index("--method") + 1], args[args.index("--method") + 2]
+
+
+# -- a pull request in a temporary repository ---------------------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+BASE_SPEC = CHECKINS.read_text()
+CADENCE_14 = BASE_SPEC.replace("every_days: 7", "every_days: 14")
+
+
+@dataclass
+class PullRequest:
+    repo: Path
+    base: str  # the base branch's commit
+
+    def commit(self, files: dict[str, str | None], message: str = "change") -> None:
+        for name, text in files.items():
+            path = self.repo / name
+            if text is None:
+                git(self.repo, "rm", "-q", name)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            git(self.repo, "add", name)
+        git(self.repo, "commit", "-q", "-m", message)
+
+    def run(self, tmp: Path, answer: str = "[]", **inputs: str) -> StepRun:
+        return run_step(ROOT / "action.yml", "plan", {"source": "snapshots/demo.json", **inputs},
+                        self.repo, tmp, answer, {"base": {"sha": self.base}, "number": 7})
+
+
+@pytest.fixture
+def pull_request(tmp_path) -> PullRequest:
+    """main: the shipped spec, the demo snapshot, a second spec; the pull request's branch then
+    changes the cadence from 7 to 14 days, adds a spec, deletes one, and touches files no pattern
+    names."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    pr = PullRequest(repo, "")
+    pr.commit({"specs/checkins.yaml": BASE_SPEC, "snapshots/demo.json": DEMO.read_text(),
+               "specs/retired.yaml": SESSIONS.read_text(), "README.md": "app\n"}, "base")
+    pr.base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "cadence")
+    pr.commit({"specs/checkins.yaml": CADENCE_14, "specs/added.yaml": BASE_SPEC.replace(
+        "name: checkins", "name: added"), "specs/retired.yaml": None, "README.md": "app, fortnightly\n",
+        "specs/drafts/later.yaml": BASE_SPEC, "docs/example.yaml": BASE_SPEC})
+    return pr
+
+
+def comments(run: StepRun, method: str = "POST") -> dict[tuple[str, int], tuple[int, str]]:
+    """(spec, part) -> (parts, body) of the comments a run sent with ``method``."""
+    sent = {}
+    for call in run.calls:
+        if endpoint(call)[0] == method and "/comments" in endpoint(call)[1]:
+            spec, _, part, parts = MARKER.match(call["body"]["body"]).groups()
+            sent[spec, int(part)] = (int(parts), call["body"]["body"])
+    return sent
+
+
+# -- the pull-request action -----------------------------------------------------------------------------
+
+
+def test_the_action_plans_each_changed_spec_against_its_base_version_and_comments(pull_request, tmp_path):
+    run = pull_request.run(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert endpoint(run.calls[0]) == ("GET", "repos/octo/app/issues/7/comments?per_page=100")
+    posted = comments(run)
+    assert {spec for spec, _ in posted} == {"specs/added.yaml", "specs/checkins.yaml", "specs/retired.yaml"}
+    for (spec, part), (parts, body) in posted.items():
+        assert body.startswith(f"<!-- checkin-reconciler plan: {spec} on snapshots/demo.json "
+                               f"part {part}/{parts} -->\n")
+        assert len(body) <= 65_536
+        assert {n for s, n in posted if s == spec} == set(range(1, parts + 1))
+    assert "deletes the spec: nothing to plan" in posted["specs/retired.yaml", 1][1]
+    assert run.outputs["changes"] == "true"
+
+    work = Path(run.outputs["plans-dir"]).parent
+    assert (work / "base" / "specs" / "checkins.yaml").read_text() == BASE_SPEC  # OLD: the base version
+    assert not (work / "base" / "specs" / "added.yaml").exists()  # new in the pull request: plain plan
+    [upload] = [step for step in yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
+                if step.get("uses", "").startswith("actions/upload-artifact@")]
+    artifact = Path(resolve(upload["with"]["path"], run.context))  # where the upload step looks
+    planned = json.loads((artifact / "specs" / "checkins.yaml.plan.json").read_text())
+    assert "every_days: 14" in planned["spec"]["text"]  # --out saves the NEW spec's plan
+    assert sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*.json")) == [
+        "specs/added.yaml.plan.json", "specs/checkins.yaml.plan.json"]
+
+
+def test_the_plan_compares_the_new_spec_with_the_old_one(pull_request, tmp_path):
+    """The compared plan (cadence 14 against 7) is not the plain plan of the new spec alone."""
+    run = pull_request.run(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    compared = "".join(body for (spec, _), (_, body) in sorted(comments(run).items())
+                       if spec == "specs/checkins.yaml")
+    alone = tmp_path / "alone"
+    plain = reconcile("plan", "--spec", pull_request.repo / "specs" / "checkins.yaml", "--source", DEMO,
+                      "--format", "markdown", "--split", alone)
+    assert plain.returncode == 0, plain.stderr
+    assert compared.split("\n", 1)[1] != "".join(p.read_text() for p in sorted(alone.glob("part-*.md")))
+
+
+def test_a_second_run_edits_its_comments_and_supersedes_the_parts_it_no_longer_has(pull_request, tmp_path):
+    first = pull_request.run(subdir(tmp_path, "first"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    bodies = [body for _, body in comments(first).values()]
+    unchanged = [{"id": 100 + n, "body": body, "user": {"login": BOT}} for n, body in enumerate(bodies)]
+    again = pull_request.run(subdir(tmp_path, "again"), answer=json.dumps(unchanged))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [endpoint(call)[0] for call in again.calls] == ["GET"], "a comment already right is left alone"
+
+    stale = [{**comment, "body": comment["body"] + "\nfrom an older commit"} for comment in unchanged]
+    extra_part = ("<!-- checkin-reconciler plan: specs/checkins.yaml on snapshots/demo.json part 9/9 -->\n"
+                  "an older run had more parts")
+    strangers = [{"id": 7, "body": extra_part, "user": {"login": "mallory"}},  # not ours: never edited
+                 {"id": 8, "body": extra_part.replace("snapshots/demo.json", "firestore://prod"),
+                  "user": {"login": BOT}}]  # another job's source
+    leftover = {"id": 9, "body": extra_part, "user": {"login": BOT}}
+    pages = json.dumps([*strangers, *stale[:1]]) + "\n" + json.dumps([*stale[1:], leftover])
+    second = pull_request.run(subdir(tmp_path, "second"), answer=pages)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not comments(second, "POST"), "nothing new is posted when the comments exist"
+    edits = {endpoint(call)[1]: call["body"]["body"] for call in second.calls if endpoint(call)[0] == "PATCH"}
+    assert edits == {**{f"repos/octo/app/issues/comments/{comment['id']}": comment["body"]
+                        for comment in unchanged},
+                     "repos/octo/app/issues/comments/9": extra_part.split("\n")[0] + "\n_Superseded: this "
+                     "comment is not part of the latest `reconcile plan` run._"}
+
+
+def test_an_invalid_spec_fails_the_step_and_its_comment_says_why(pull_request, tmp_path):
+    pull_request.commit({"specs/checkins.yaml": BASE_SPEC.replace("every_days: 7", "every_days: 0")})
+    run = pull_request.run(tmp_path)
+    assert run.returncode == 1
+    posted = comments(run)
+    [(_, body)] = [value for (spec, _), value in posted.items() if spec == "specs/checkins.yaml"]
+    assert "reconcile validate failed for `specs/checkins.yaml`" in body
+    assert "specs/checkins.yaml:26:5: rules[1].every_days must be at least 1, found 0" in body
+    assert ("specs/added.yaml", 1) in posted  # the valid ones are still planned
+    assert "::error title=reconcile%3A specs/checkins.yaml::" in run.stdout
+
+
+def test_a_plan_that_fails_reports_its_one_sentence_and_fails_the_step(pull_request, tmp_path):
+    run = pull_request.run(tmp_path, source="snapshots/missing.json")
+    assert run.returncode == 1
+    body = comments(run)["specs/checkins.yaml", 1][1]
+    assert "reconcile plan failed for `specs/checkins.yaml`" in body
+    assert "snapshots/missing.json: snapshot file not found" in body
+    assert "Traceback" not in body + run.stderr
+
+
+def test_only_the_patterns_given_are_reviewed(pull_request, tmp_path):
+    run = pull_request.run(tmp_path, specs="specs/**/*.yaml\ndocs/*.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {spec for spec, _ in comments(run)} == {
+        "docs/example.yaml", "specs/added.yaml", "specs/checkins.yaml", "specs/drafts/later.yaml",
+        "specs/retired.yaml"}
+
+
+def test_a_base_commit_missing_from_the_checkout_is_one_sentence(pull_request, tmp_path):
+    pull_request.base = "0" * 40
+    run = pull_request.run(tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"error: the base commit {'0' * 40} is not in this checkout: check out "
+                                  "with fetch-depth: 0")
+    assert not run.calls
+
+
+# -- the files GitHub and pre-commit read ------------------------------------------------------------------
+
+ACTIONS = {"your-org/checkin-reconciler": ROOT / "action.yml"}
+
+
+@pytest.mark.parametrize("action_file", ACTIONS.values(), ids=lambda path: path.parent.name)
+def test_each_action_runs_scripts_that_exist_and_uses_only_what_it_declares(action_file):
+    action = yaml.safe_load(action_file.read_text())
+    assert action["runs"]["using"] == "composite"
+    ids = {step.get("id") for step in action["runs"]["steps"]}
+    text = action_file.read_text()
+    for expression in EXPRESSION.findall(text):
+        for name in re.findall(r"\b(inputs|steps)\.([\w-]+)", expression):
+            assert name[1] in (action["inputs"] if name[0] == "inputs" else ids), expression
+    scripts = [script for step in action["runs"]["steps"] if "run" in step
+               for script in re.findall(r'\$GITHUB_ACTION_PATH/([^"\s]+\.py)', step["run"])]
+    assert scripts
+    for script in scripts:
+        assert (action_file.parent / script).resolve().is_file(), script
+    for step in action["runs"]["steps"]:
+        assert "uses" in step or step.get("shell") == "bash"
+        assert "${{" not in step.get("run", ""), "inputs reach scripts through env, never the script text"
+
+
