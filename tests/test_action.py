@@ -276,9 +276,80 @@ def test_a_base_commit_missing_from_the_checkout_is_one_sentence(pull_request, t
     assert not run.calls
 
 
+# -- the drift check -------------------------------------------------------------------------------------
+
+PRIVATE = "Jane Private-Value"
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    """A checkout holding the spec and a snapshot whose every assignment carries a private value."""
+    ws = tmp_path / "ws"
+    (ws / "specs").mkdir(parents=True)
+    (ws / "specs" / "checkins.yaml").write_text(BASE_SPEC)
+    data = json.loads(DEMO.read_text())
+    for doc in data["collections"]["check_in_assignments"].values():
+        doc["fields"]["clientName"] = PRIVATE
+    (ws / "data.json").write_text(json.dumps(data))
+    return ws
+
+
+def drift(workspace: Path, tmp: Path, answer: str = "[]", **inputs: str) -> StepRun:
+    return run_step(ROOT / "drift" / "action.yml", "check",
+                    {"spec": "specs/checkins.yaml", "source": "data.json", **inputs}, workspace, tmp, answer)
+
+
+def test_drift_opens_an_issue_with_counts_and_no_document_data(workspace, tmp_path):
+    check = reconcile("check", "--spec", workspace / "specs" / "checkins.yaml", "--source",
+                      workspace / "data.json", "--format", "json")
+    assert check.returncode == 2 and PRIVATE in check.stdout  # the check's own output holds it
+    paths = [op["path"] for op in json.loads(check.stdout)["ops"]]
+    run = drift(workspace, tmp_path, labels="drift, data")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.outputs["drift"] == "true"
+    [listing, opened] = run.calls
+    assert endpoint(listing) == ("GET", "repos/octo/app/issues?state=open&per_page=100")
+    assert endpoint(opened) == ("POST", "repos/octo/app/issues")
+    issue = opened["body"]
+    assert issue["title"] == "reconcile check: drift in specs/checkins.yaml on data.json"
+    assert issue["labels"] == ["drift", "data"]
+    body = issue["body"]
+    assert body.startswith("<!-- checkin-reconciler drift: specs/checkins.yaml on data.json -->\n")
+    assert "| 379 | 17 | 2 | 0 | 0 | 21 |" in body
+    assert "https://github.com/octo/app/actions/runs/4242" in body
+    assert PRIVATE not in body + run.stdout + run.stderr
+    assert not [path for path in paths if path.split("/")[-1] in body + run.stdout]
+
+
+def test_drift_comments_on_the_open_issue_it_opened_before(workspace, tmp_path):
+    marker = "<!-- checkin-reconciler drift: specs/checkins.yaml on data.json -->"
+    issues = [{"number": 5, "body": f"{marker}\nold", "user": {"login": "mallory"}},  # not ours
+              {"number": 6, "body": f"{marker}\nold", "user": {"login": BOT}, "pull_request": {}},
+              {"number": 12, "body": f"{marker}\nold", "user": {"login": BOT}}]
+    run = drift(workspace, tmp_path, answer=json.dumps(issues))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [endpoint(call) for call in run.calls] == [
+        ("GET", "repos/octo/app/issues?state=open&per_page=100"),
+        ("POST", "repos/octo/app/issues/12/comments")]
+    assert PRIVATE not in run.calls[1]["body"]["body"]
+
+
+def test_no_drift_is_quiet_and_an_error_fails_without_calling_github(workspace, tmp_path):
+    applied = reconcile("apply", "--spec", workspace / "specs" / "checkins.yaml", "--source",
+                        workspace / "data.json", "--auto-approve")
+    assert applied.returncode == 0, applied.stdout
+    quiet = drift(workspace, tmp_path)
+    assert (quiet.returncode, quiet.calls, quiet.outputs["drift"]) == (0, [], "false")
+    broken = drift(workspace, tmp_path, source="missing.json")
+    assert broken.returncode == 1 and not broken.calls
+    assert re.fullmatch(r"error: \S*missing\.json: snapshot file not found", broken.stderr.strip())
+    assert "::error title=reconcile check::" in broken.stdout
+
+
 # -- the files GitHub and pre-commit read ------------------------------------------------------------------
 
-ACTIONS = {"your-org/checkin-reconciler": ROOT / "action.yml"}
+ACTIONS = {"your-org/checkin-reconciler": ROOT / "action.yml",
+           "your-org/checkin-reconciler/drift": ROOT / "drift" / "action.yml"}
 
 
 @pytest.mark.parametrize("action_file", ACTIONS.values(), ids=lambda path: path.parent.name)
