@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -371,3 +372,22 @@ def test_each_action_runs_scripts_that_exist_and_uses_only_what_it_declares(acti
         assert "${{" not in step.get("run", ""), "inputs reach scripts through env, never the script text"
 
 
+def test_the_pre_commit_hook_validates_every_matched_spec_in_one_run(tmp_path):
+    [hook] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert (hook["id"], hook["language"], hook["pass_filenames"], hook["require_serial"]) == (
+        "reconcile-validate", "python", True, True)
+    for name, matches in (("specs/checkins.yaml", True), ("specs/team/weekly.yml", True),
+                          ("snapshots/demo.json", False), ("docs/workflows/pr-plan.yml", False),
+                          (".pre-commit-hooks.yaml", False), ("action.yml", False)):
+        assert bool(re.search(hook["files"], name)) is matches, name
+    matched = [path.relative_to(ROOT).as_posix() for path in sorted(ROOT.glob("specs/*.yaml"))]
+    assert matched == ["specs/checkins.yaml", "specs/sessions.yaml"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    entry = shlex.split(hook["entry"])
+    good = subprocess.run([*entry, *matched], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BASE_SPEC.replace("every_days: 7", "every_days: 0"))
+    bad = subprocess.run([*entry, *matched, str(broken)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"{broken}:26:5: rules[1].every_days must be at least 1, found 0" in bad.stderr
