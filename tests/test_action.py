@@ -349,6 +349,7 @@ def test_no_drift_is_quiet_and_an_error_fails_without_calling_github(workspace, 
 
 # -- the files GitHub and pre-commit read ------------------------------------------------------------------
 
+WORKFLOWS = sorted((ROOT / "docs" / "workflows").glob("*.yml"))
 ACTIONS = {"your-org/checkin-reconciler": ROOT / "action.yml",
            "your-org/checkin-reconciler/drift": ROOT / "drift" / "action.yml"}
 
@@ -370,6 +371,39 @@ def test_each_action_runs_scripts_that_exist_and_uses_only_what_it_declares(acti
     for step in action["runs"]["steps"]:
         assert "uses" in step or step.get("shell") == "bash"
         assert "${{" not in step.get("run", ""), "inputs reach scripts through env, never the script text"
+
+
+@pytest.mark.parametrize("workflow_file", WORKFLOWS, ids=lambda path: path.name)
+def test_each_example_workflow_uses_the_actions_as_they_are_declared(workflow_file):
+    workflow = yaml.safe_load(workflow_file.read_text())
+    used = [step for job in workflow["jobs"].values() for step in job["steps"]
+            if step.get("uses", "").startswith("your-org/")]
+    assert used
+    for step in used:
+        name = step["uses"].split("@")[0]
+        inputs = yaml.safe_load(ACTIONS[name].read_text())["inputs"]
+        assert set(step.get("with", {})) <= set(inputs), step
+        assert {key for key, value in inputs.items() if value.get("required")} <= set(step["with"])
+
+
+def test_the_review_workflow_plans_on_a_snapshot_and_on_the_live_database_through_workload_identity():
+    workflow = yaml.safe_load((ROOT / "docs" / "workflows" / "pr-plan.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write", "id-token": "write"}
+    sources = {}
+    for job in workflow["jobs"].values():
+        steps = {step.get("uses", "").split("@")[0]: step for step in job["steps"]}
+        assert steps["actions/checkout"]["with"]["fetch-depth"] == 0
+        sources[steps["your-org/checkin-reconciler"]["with"]["source"]] = steps
+    assert set(sources) == {"snapshots/demo.json", "firestore://my-project"}
+    auth = sources["firestore://my-project"]["google-github-actions/auth"]["with"]
+    assert set(auth) == {"workload_identity_provider", "service_account"}
+
+
+def test_the_drift_workflow_runs_on_a_schedule_with_issue_rights():
+    workflow = yaml.safe_load((ROOT / "docs" / "workflows" / "drift-check.yml").read_text())
+    assert workflow[True]["schedule"][0]["cron"]
+    assert workflow["permissions"] == {"contents": "read", "issues": "write", "id-token": "write"}
 
 
 def test_the_pre_commit_hook_validates_every_matched_spec_in_one_run(tmp_path):
