@@ -76,7 +76,7 @@ def main() -> int:
         print("error: RECONCILE_SPEC, RECONCILE_SOURCE and GITHUB_REPOSITORY must be set", file=sys.stderr)
         return 1
     check = subprocess.run(["reconcile", "check", "--spec", spec, "--source", source, "--format", "json",
-                            "--quiet"], capture_output=True, text=True)
+                            "--quiet"], capture_output=True, text=True, encoding="utf-8", errors="replace")
     set_outputs(drift="true" if check.returncode == 2 else "false")
     if check.returncode == 0:
         print(f"No drift: {spec} on {source} is converged.")

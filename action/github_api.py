@@ -26,7 +26,7 @@ def api(method: str, endpoint: str, body: dict[str, Any] | None = None, paginate
         command += ["--input", "-"]
     try:
         run = subprocess.run(command, input=None if body is None else json.dumps(body),
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, encoding="utf-8", timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise GitHubError(f"could not run gh api {method} {endpoint}: {error}") from error
     if run.returncode != 0:
@@ -42,6 +42,6 @@ def _pages(text: str) -> Any:
         at += len(text[at:]) - len(text[at:].lstrip())
         page, at = decoder.raw_decode(text, at)
         pages.append(page)
-    if len(pages) == 1 or not all(isinstance(page, list) for page in pages):
-        return pages[0] if pages else None
-    return [item for page in pages for item in page]
+    if len(pages) > 1:
+        return [item for page in pages for item in page]
+    return pages[0] if pages else None

@@ -89,7 +89,7 @@ class Marker:
 
 
 def git(*args: str) -> str:
-    run = subprocess.run(["git", *args], capture_output=True, text=True)
+    run = subprocess.run(["git", *args], capture_output=True, text=True, encoding="utf-8", errors="replace")
     if run.returncode != 0:
         reason = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
         raise Failure(f"git {args[0]} failed: {reason}")
@@ -118,7 +118,8 @@ def validate(paths: list[str]) -> dict[str, list[str]]:
     """One ``reconcile validate`` over every path: the error lines of each invalid spec."""
     if not paths:
         return {}
-    run = subprocess.run(["reconcile", "validate", *paths], capture_output=True, text=True)
+    run = subprocess.run(["reconcile", "validate", *paths], capture_output=True, text=True, encoding="utf-8",
+                         errors="replace")
     print(run.stdout + run.stderr, end="")
     errors: dict[str, list[str]] = {}
     if run.returncode == 0:
@@ -148,7 +149,7 @@ def plan(config: Config, work: Path, path: str, old: bytes | None) -> Planned:
         old_file.parent.mkdir(parents=True, exist_ok=True)
         old_file.write_bytes(old)
         command[4:4] = ["--compare-spec", str(old_file)]
-    run = subprocess.run(command, capture_output=True, text=True)
+    run = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace")
     parts = sorted(parts_dir.glob("part-*.md")) if parts_dir.is_dir() else []
     if run.returncode not in (0, 2) or not parts:
         sentence = error_sentence(run.stderr)
