@@ -8,14 +8,17 @@ and edited rather than repeated. Comments this run no longer needs are edited to
 "superseded" note, never deleted.
 
 Configuration comes from the environment (set by ``action.yml`` from its inputs). It writes only
-under a new directory in RECONCILE_WORK and to GITHUB_OUTPUT; GitHub is reached only through
-``github_api.api``. Exit 1 when a spec is invalid or a plan fails (after the comments say so), else 0.
+under its own directory in RECONCILE_WORK (one per source) and to GITHUB_OUTPUT; GitHub is reached
+only through ``github_api.api``. Exit 1 when a spec is invalid or a plan fails (after the comments
+say so), else 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,7 +148,9 @@ def plan(config: Config, work: Path, path: str, old: bytes | None) -> Planned:
     command = ["reconcile", "plan", "--spec", path, "--source", config.source, "--format", "markdown",
                "--split", str(parts_dir), "--out", str(plan_file), "--detailed-exitcode", "--quiet"]
     if old is not None:
-        old_file = work / "base" / path  # named as in the repository, since the plan shows its name
+        # The comment shows this path: named after the base commit and the file, and the same on
+        # every run, so that a comment whose plan has not changed is not edited.
+        old_file = work / f"base-{config.base[:12]}" / path
         old_file.parent.mkdir(parents=True, exist_ok=True)
         old_file.write_bytes(old)
         command[4:4] = ["--compare-spec", str(old_file)]
@@ -206,8 +211,9 @@ def sync_comments(config: Config, desired: list[tuple[Marker, str]]) -> None:
 
 
 def run_step(config: Config) -> int:
-    config.work.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="reconcile-", dir=config.work))
+    work = config.work / f"reconcile-plan-{hashlib.sha256(config.source.encode()).hexdigest()[:8]}"
+    shutil.rmtree(work, ignore_errors=True)  # this source's files from an earlier run in the same job
+    work.mkdir(parents=True)
     changes = changed_specs(config.base, config.specs)
     present = [path for status, path in changes if status != "D"]
     invalid = validate(present)

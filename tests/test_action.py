@@ -62,9 +62,11 @@ class StepRun:
 
 def run_step(action_file: Path, step_id: str, inputs: dict[str, str], cwd: Path, tmp: Path,
              answer: str = "[]", pull_request: dict | None = None) -> StepRun:
+    """Run one step of a composite action, in ``cwd``, keeping the recorder's files in ``tmp``.
+    RUNNER_TEMP is ``cwd``'s sibling, the same on every run, as on GitHub's runners."""
     action = yaml.safe_load(action_file.read_text())
     assert set(inputs) <= set(action["inputs"]), "every input given is declared"
-    runner_temp = tmp / "runner-temp"
+    runner_temp = cwd.parent / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
     context: dict = {"github": {"token": "t0ken", "event": {"pull_request": pull_request or {}}},
                      "runner": {"temp": str(runner_temp)}, "inputs": {}}
@@ -141,9 +143,23 @@ class PullRequest:
                         self.repo, tmp, answer, {"base": {"sha": self.base}, "number": 7})
 
 
+def twin_demo() -> dict:
+    """The demo data twice over (each client and link also as a "-twin"): its plan needs two comments."""
+    data = json.loads(DEMO.read_text())
+    for name in ("check_in_assignments", "formResponses"):
+        docs = data["collections"][name]
+        for doc_id, doc in list(docs.items()):
+            fields = dict(doc["fields"])
+            for field in ("clientId", "responseId", "assignmentId"):
+                if isinstance(fields.get(field), str):
+                    fields[field] += "-twin"
+            docs[f"{doc_id}-twin"] = {**doc, "fields": fields}
+    return data
+
+
 @pytest.fixture
 def pull_request(tmp_path) -> PullRequest:
-    """main: the shipped spec, the demo snapshot, a second spec; the pull request's branch then
+    """main: the shipped spec, two snapshots, a second spec; the pull request's branch then
     changes the cadence from 7 to 14 days, adds a spec, deletes one, and touches files no pattern
     names."""
     repo = tmp_path / "repo"
@@ -151,6 +167,7 @@ def pull_request(tmp_path) -> PullRequest:
     git(repo, "init", "-q", "-b", "main")
     pr = PullRequest(repo, "")
     pr.commit({"specs/checkins.yaml": BASE_SPEC, "snapshots/demo.json": DEMO.read_text(),
+               "snapshots/twin.json": json.dumps(twin_demo()),
                "specs/retired.yaml": SESSIONS.read_text(), "README.md": "app\n"}, "base")
     pr.base = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "-b", "cadence")
@@ -188,8 +205,9 @@ def test_the_action_plans_each_changed_spec_against_its_base_version_and_comment
     assert run.outputs["changes"] == "true"
 
     work = Path(run.outputs["plans-dir"]).parent
-    assert (work / "base" / "specs" / "checkins.yaml").read_text() == BASE_SPEC  # OLD: the base version
-    assert not (work / "base" / "specs" / "added.yaml").exists()  # new in the pull request: plain plan
+    old = work / f"base-{pull_request.base[:12]}"
+    assert (old / "specs" / "checkins.yaml").read_text() == BASE_SPEC  # OLD: the base version
+    assert not (old / "specs" / "added.yaml").exists()  # new in the pull request: plain plan
     [upload] = [step for step in yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
                 if step.get("uses", "").startswith("actions/upload-artifact@")]
     artifact = Path(resolve(upload["with"]["path"], run.context))  # where the upload step looks
@@ -199,44 +217,54 @@ def test_the_action_plans_each_changed_spec_against_its_base_version_and_comment
         "specs/added.yaml.plan.json", "specs/checkins.yaml.plan.json"]
 
 
-def test_the_plan_compares_the_new_spec_with_the_old_one(pull_request, tmp_path):
-    """The compared plan (cadence 14 against 7) is not the plain plan of the new spec alone."""
+def test_a_changed_spec_is_compared_with_its_base_version_and_an_added_one_planned_alone(pull_request,
+                                                                                         tmp_path):
     run = pull_request.run(tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
-    compared = "".join(body for (spec, _), (_, body) in sorted(comments(run).items())
-                       if spec == "specs/checkins.yaml")
-    alone = tmp_path / "alone"
-    plain = reconcile("plan", "--spec", pull_request.repo / "specs" / "checkins.yaml", "--source", DEMO,
-                      "--format", "markdown", "--split", alone)
-    assert plain.returncode == 0, plain.stderr
-    assert compared.split("\n", 1)[1] != "".join(p.read_text() for p in sorted(alone.glob("part-*.md")))
+    posted = comments(run)
+    changed, added = posted["specs/checkins.yaml", 1][1], posted["specs/added.yaml", 1][1]
+    assert changed.split("\n")[1] == "### reconcile plan: spec change to `checkins` on `snapshots/demo.json`"
+    assert re.search(rf"old `{tmp_path}/runner-temp/\S+/base-{pull_request.base[:12]}/specs/checkins.yaml`",
+                     changed)  # OLD is the base commit's file
+    assert "new `specs/checkins.yaml`" in changed
+    assert added.split("\n")[1] == "### reconcile plan: `added` on `snapshots/demo.json`"
+    assert "spec change" not in added
 
 
-def test_a_second_run_edits_its_comments_and_supersedes_the_parts_it_no_longer_has(pull_request, tmp_path):
-    first = pull_request.run(subdir(tmp_path, "first"))
+def test_a_plan_longer_than_a_comment_is_posted_in_parts_that_later_runs_edit_or_supersede(
+        pull_request, tmp_path):
+    first = pull_request.run(subdir(tmp_path, "first"), source="snapshots/twin.json")
     assert first.returncode == 0, first.stdout + first.stderr
-    bodies = [body for _, body in comments(first).values()]
-    unchanged = [{"id": 100 + n, "body": body, "user": {"login": BOT}} for n, body in enumerate(bodies)]
-    again = pull_request.run(subdir(tmp_path, "again"), answer=json.dumps(unchanged))
+    posted = comments(first)
+    assert [(part, parts) for (spec, part), (parts, _) in sorted(posted.items())
+            if spec == "specs/checkins.yaml"] == [(1, 2), (2, 2)]
+    assert all(len(body) <= 65_536 for _, body in posted.values())
+    on_github = [{"id": 100 + n, "body": body, "user": {"login": BOT}}
+                 for n, (_, body) in enumerate(sorted(posted.values()))]
+
+    again = pull_request.run(subdir(tmp_path, "again"), answer=json.dumps(on_github),
+                             source="snapshots/twin.json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert [endpoint(call)[0] for call in again.calls] == ["GET"], "a comment already right is left alone"
 
-    stale = [{**comment, "body": comment["body"] + "\nfrom an older commit"} for comment in unchanged]
-    extra_part = ("<!-- checkin-reconciler plan: specs/checkins.yaml on snapshots/demo.json part 9/9 -->\n"
-                  "an older run had more parts")
-    strangers = [{"id": 7, "body": extra_part, "user": {"login": "mallory"}},  # not ours: never edited
-                 {"id": 8, "body": extra_part.replace("snapshots/demo.json", "firestore://prod"),
+    # A push makes the plan fit one comment: part 1 is edited, part 2 superseded, nothing is added.
+    pull_request.commit({"specs/checkins.yaml": CADENCE_14.replace("default: 52", "default: 4")})
+    strangers = [{"id": 7, "body": on_github[0]["body"], "user": {"login": "mallory"}},  # not ours
+                 {"id": 8, "body": on_github[0]["body"].replace(" on snapshots/twin.json ", " on demo "),
                   "user": {"login": BOT}}]  # another job's source
-    leftover = {"id": 9, "body": extra_part, "user": {"login": BOT}}
-    pages = json.dumps([*strangers, *stale[:1]]) + "\n" + json.dumps([*stale[1:], leftover])
-    second = pull_request.run(subdir(tmp_path, "second"), answer=pages)
+    pages = json.dumps([*strangers, *on_github[:2]]) + "\n" + json.dumps(on_github[2:])  # two pages
+    second = pull_request.run(subdir(tmp_path, "second"), answer=pages, source="snapshots/twin.json")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert not comments(second, "POST"), "nothing new is posted when the comments exist"
-    edits = {endpoint(call)[1]: call["body"]["body"] for call in second.calls if endpoint(call)[0] == "PATCH"}
-    assert edits == {**{f"repos/octo/app/issues/comments/{comment['id']}": comment["body"]
-                        for comment in unchanged},
-                     "repos/octo/app/issues/comments/9": extra_part.split("\n")[0] + "\n_Superseded: this "
-                     "comment is not part of the latest `reconcile plan` run._"}
+    assert not comments(second, "POST")
+    edits = {endpoint(call)[1].rsplit("/", 1)[1]: call["body"]["body"] for call in second.calls
+             if endpoint(call)[0] == "PATCH"}
+    ids = {MARKER.match(comment["body"]).group(1, 3): str(comment["id"]) for comment in on_github}
+    assert set(edits) == {ids["specs/checkins.yaml", "1"], ids["specs/checkins.yaml", "2"]}
+    assert edits[ids["specs/checkins.yaml", "1"]].startswith(
+        "<!-- checkin-reconciler plan: specs/checkins.yaml on snapshots/twin.json part 1/1 -->\n")
+    assert edits[ids["specs/checkins.yaml", "2"]] == (
+        "<!-- checkin-reconciler plan: specs/checkins.yaml on snapshots/twin.json part 2/2 -->\n"
+        "_Superseded: this comment is not part of the latest `reconcile plan` run._")
 
 
 def test_an_invalid_spec_fails_the_step_and_its_comment_says_why(pull_request, tmp_path):
