@@ -179,6 +179,11 @@ def deleted_text(path: str) -> str:
 
 def sync_comments(config: Config, desired: list[tuple[Marker, str]]) -> None:
     """Edit this run's comments into place, create the missing ones, supersede the rest."""
+    bodies = [(marker, f"{marker}\n{text}") for marker, text in desired]
+    for marker, body in bodies:  # checked before any call, so that no run posts half its comments
+        if len(body) > COMMENT_LIMIT:
+            raise Failure(f"the comment for {marker.spec} part {marker.part} is {len(body)} characters, "
+                          f"over GitHub's {COMMENT_LIMIT}")
     issue = f"repos/{config.repository}/issues"
     ours: dict[tuple[str, int], dict] = {}
     leftovers = []
@@ -191,11 +196,7 @@ def sync_comments(config: Config, desired: list[tuple[Marker, str]]) -> None:
             leftovers.append(comment)
         else:
             ours[marker.spec, marker.part] = comment
-    for marker, text in desired:
-        body = f"{marker}\n{text}"
-        if len(body) > COMMENT_LIMIT:
-            raise Failure(f"the comment for {marker.spec} part {marker.part} is {len(body)} characters, "
-                          f"over GitHub's {COMMENT_LIMIT}")
+    for marker, body in bodies:
         existing = ours.pop((marker.spec, marker.part), None)
         if existing is None:
             api("POST", f"{issue}/{config.pull_request}/comments", {"body": body})
@@ -215,6 +216,8 @@ def run_step(config: Config) -> int:
     shutil.rmtree(work, ignore_errors=True)  # this source's files from an earlier run in the same job
     work.mkdir(parents=True)
     changes = changed_specs(config.base, config.specs)
+    if not changes:
+        print(f"No spec matching {' '.join(config.specs)} changed.")
     present = [path for status, path in changes if status != "D"]
     invalid = validate(present)
     desired: list[tuple[Marker, str]] = []

@@ -296,6 +296,17 @@ def test_only_the_patterns_given_are_reviewed(pull_request, tmp_path):
         "specs/retired.yaml"}
 
 
+def test_when_no_spec_changes_any_more_the_earlier_comments_are_superseded(pull_request, tmp_path):
+    earlier = {"id": 3, "user": {"login": BOT},
+               "body": "<!-- checkin-reconciler plan: specs/x.yaml on snapshots/demo.json part 1/1 -->\nplan"}
+    run = pull_request.run(tmp_path, answer=json.dumps([earlier]), specs="nothing/*.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "No spec matching nothing/*.yaml changed." in run.stdout
+    assert [(endpoint(call), call["body"]) for call in run.calls[1:]] == [
+        (("PATCH", "repos/octo/app/issues/comments/3"), {"body": earlier["body"].replace(
+            "\nplan", "\n_Superseded: this comment is not part of the latest `reconcile plan` run._")})]
+
+
 def test_a_base_commit_missing_from_the_checkout_is_one_sentence(pull_request, tmp_path):
     pull_request.base = "0" * 40
     run = pull_request.run(tmp_path)
