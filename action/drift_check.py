@@ -41,11 +41,12 @@ def report(spec: str, source: str, check: dict) -> str:
              "| " + " | ".join(str(int(summary.get(kind, 0))) for kind in OP_KINDS)
              + f" | {sum(findings.values())} |", ""]
     if findings:
-        lines += ["Findings by code (see docs/findings.md): "
+        lines += ["Findings by code (left untouched; checkin-reconciler's docs/findings.md explains each): "
                   + ", ".join(f"{code(name)} {count}" for name, count in sorted(findings.items())), ""]
     spec_hash = str((check.get("spec") or {}).get("sha256", ""))[:12]
-    lines.append(f"Spec sha256 {code(spec_hash)}. To see the writes, run `reconcile plan --spec SPEC "
-                 "--source SRC` where you may see the data; `reconcile apply` makes them.")
+    lines += [f"Spec sha256 {code(spec_hash)}. To see the writes, run "
+              f"{code(f'reconcile plan --spec {spec} --source {source}')} where you may see the data; "
+              "`reconcile apply` makes them.", ""]
     server, repository, run_id = (os.environ.get(name) for name in
                                   ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
     if server and repository and run_id:
