@@ -323,13 +323,16 @@ PRIVATE = "Jane Private-Value"
 
 @pytest.fixture
 def workspace(tmp_path) -> Path:
-    """A checkout holding the spec and a snapshot whose every assignment carries a private value."""
+    """A checkout holding the spec and a snapshot whose client IDs carry a private value (so every
+    series key does, which the drift report's examples show)."""
     ws = tmp_path / "ws"
     (ws / "specs").mkdir(parents=True)
     (ws / "specs" / "checkins.yaml").write_text(BASE_SPEC)
     data = json.loads(DEMO.read_text())
-    for doc in data["collections"]["check_in_assignments"].values():
-        doc["fields"]["clientName"] = PRIVATE
+    for name in ("check_in_assignments", "formResponses"):
+        for doc in data["collections"][name].values():
+            if isinstance(doc["fields"].get("clientId"), str):
+                doc["fields"]["clientId"] = f"{PRIVATE} {doc['fields']['clientId']}"
     (ws / "data.json").write_text(json.dumps(data))
     return ws
 
@@ -342,8 +345,10 @@ def drift(workspace: Path, tmp: Path, answer: str = "[]", **inputs: str) -> Step
 def test_drift_opens_an_issue_with_counts_and_no_document_data(workspace, tmp_path):
     check = reconcile("check", "--spec", workspace / "specs" / "checkins.yaml", "--source",
                       workspace / "data.json", "--format", "json")
-    assert check.returncode == 2 and PRIVATE in check.stdout  # the check's own output holds it
-    paths = [op["path"] for op in json.loads(check.stdout)["ops"]]
+    assert check.returncode == 2 and PRIVATE in check.stdout  # the check's own report holds it
+    report = json.loads(check.stdout)
+    ids = {example["path"].split("/")[-1] for drift in report["classes"].values() for example in
+           drift["examples"]} | {finding["path"].split("/")[-1] for finding in report["findings"]["all"]}
     run = drift(workspace, tmp_path, labels="drift, data")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.outputs["drift"] == "true"
@@ -355,10 +360,14 @@ def test_drift_opens_an_issue_with_counts_and_no_document_data(workspace, tmp_pa
     assert issue["labels"] == ["drift", "data"]
     body = issue["body"]
     assert body.startswith("<!-- checkin-reconciler drift: specs/checkins.yaml on data.json -->\n")
-    assert "| 379 | 17 | 2 | 0 | 0 | 21 |" in body
+    assert f"{report['writes_needed']} document writes would bring it back" in body
+    for name, drift_class in report["classes"].items():
+        row = f"| `{name}` | {drift_class['count']} {drift_class['unit']} | {drift_class['series']} |"
+        assert (row in body) is (drift_class["count"] > 0), name
+    assert "`series.week_duplicate` 1" in body
     assert "https://github.com/octo/app/actions/runs/4242" in body
     assert PRIVATE not in body + run.stdout + run.stderr
-    assert not [path for path in paths if path.split("/")[-1] in body + run.stdout]
+    assert ids and not [doc_id for doc_id in ids if doc_id in body + run.stdout]
 
 
 def test_drift_comments_on_the_open_issue_it_opened_before(workspace, tmp_path):
@@ -374,16 +383,28 @@ def test_drift_comments_on_the_open_issue_it_opened_before(workspace, tmp_path):
     assert PRIVATE not in run.calls[1]["body"]["body"]
 
 
-def test_no_drift_is_quiet_and_an_error_fails_without_calling_github(workspace, tmp_path):
+def test_no_drift_is_quiet_an_error_fails_and_a_baseline_makes_new_findings_drift(workspace, tmp_path):
     applied = reconcile("apply", "--spec", workspace / "specs" / "checkins.yaml", "--source",
                         workspace / "data.json", "--auto-approve")
     assert applied.returncode == 0, applied.stdout
     quiet = drift(workspace, tmp_path)
     assert (quiet.returncode, quiet.calls, quiet.outputs["drift"]) == (0, [], "false")
+
     broken = drift(workspace, tmp_path, source="missing.json")
     assert broken.returncode == 1 and not broken.calls
     assert re.fullmatch(r"error: \S*missing\.json: snapshot file not found", broken.stderr.strip())
     assert "::error title=reconcile check::" in broken.stdout
+
+    report = json.loads(reconcile("check", "--spec", workspace / "specs" / "checkins.yaml", "--source",
+                                  workspace / "data.json", "--format", "json").stdout)
+    findings = report["findings"]["total"]
+    report["findings"] = {"total": 0, "by_code": {}, "all": []}  # a baseline from before the mess
+    (workspace / "baseline.json").write_text(json.dumps(report))
+    alarmed = drift(workspace, tmp_path, baseline="baseline.json")
+    assert alarmed.returncode == 0, alarmed.stdout + alarmed.stderr
+    body = alarmed.calls[-1]["body"]["body"]
+    assert "found no write needed, but findings that are not in the baseline" in body
+    assert f"| `new_findings` | {findings} findings |" in body and findings
 
 
 # -- the files GitHub and pre-commit read ------------------------------------------------------------------
