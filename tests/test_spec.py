@@ -93,8 +93,8 @@ def test_semantic_errors_name_the_place_and_what_to_write(tmp_path, old, new, wo
 
 
 def test_a_missing_rule_kind_is_named(tmp_path):
-    start = SHIPPED.index("  # Rule 4")
-    end = SHIPPED.index("  # Rule 5")
+    start = SHIPPED.index("  - id: cadence")
+    end = SHIPPED.index("  # A missing week is created")
     problems = problems_of(tmp_path, SHIPPED[:start] + SHIPPED[end:])
     assert any("no 'cadence' rule" in p for p in problems)
 
