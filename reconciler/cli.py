@@ -485,7 +485,7 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
 @click.option("--select", "select", required=True, metavar="FIELD=VALUE[,FIELD=VALUE…]",
               help="The series to show: every FIELD (one of the spec's series key fields) must equal "
                    "VALUE, exactly, case included (a VALUE cannot hold a comma). An integer key part "
-                   "matches its decimal spelling: clientId=7 matches 7 and \"7\".")
+                   "matches its decimal spelling: FIELD=7 matches 7 and \"7\".")
 @click.option("--format", "fmt", type=click.Choice(list(SERIES_FORMATS)), default="text",
               show_default=True, help="text: a table per series; json: the series report "
                                       "(docs/plan-format.md).")
