@@ -20,7 +20,7 @@ from rich.text import Text
 
 from reconciler import __version__, commands, progress
 from reconciler.drift import drift_data, summary_line
-from reconciler.errors import ApplyRefused, ReconcileError, SourceError, SpecError
+from reconciler.errors import ApplyRefused, ReconcileError, SelectionError, SourceError, SpecError
 from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
 from reconciler.markdown import PART_LIMIT
@@ -30,11 +30,13 @@ from reconciler.plan import plan_bytes
 from reconciler.render import (
     AUDIT_FORMATS,
     PLAN_FORMATS,
+    SERIES_FORMATS,
     render_audit,
     render_comparison,
     render_comparison_parts,
     render_plan,
     render_plan_parts,
+    render_series,
     render_verification,
     to_json,
 )
@@ -475,6 +477,45 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
         click.echo(printable(summary_line(drift)))
     if not drift.converged:
         raise _Exit(EXIT_CHANGES)
+
+
+@cli.command()
+@spec_option
+@source_option
+@click.option("--select", "select", required=True, metavar="FIELD=VALUE[,FIELD=VALUE…]",
+              help="The series to show: every FIELD (one of the spec's series key fields) must equal "
+                   "VALUE, exactly, case included (a VALUE cannot hold a comma). An integer key part "
+                   "matches its decimal spelling: FIELD=7 matches 7 and \"7\".")
+@click.option("--format", "fmt", type=click.Choice(list(SERIES_FORMATS)), default="text",
+              show_default=True, help="text: a table per series; json: the series report "
+                                      "(docs/plan-format.md).")
+@click.option("--show-values", is_flag=True,
+              help="Also show each finding's message (messages quote document values).")
+@allow_empty_option
+@quiet_option
+@timeout_option
+def series(spec_path: str, source: str, select: str, fmt: str, show_values: bool, allow_empty: bool,
+           quiet: bool, timeout: float) -> None:
+    """Show the weeks of the series --select names, as a plan would leave them.
+
+    For each matching series: every week 1..N with its due date (from the spec's cadence), its
+    state (stored, to be created with the ID the plan uses, duplicate, ID taken, out of range), its
+    document, its response (linked, or "to link" when the plan links it) and the codes of the
+    findings about it. A series the engine cannot plan shows its finding instead. The weeks are the
+    plan's own, from one read: what the app will show once it reads stored weeks. At most 50 series
+    are shown. Exit 0 when --select matches a series, 1 when it matches none. Writes nothing.
+
+    \b
+    One client's weeks in the demo data:
+      reconcile series --spec specs/checkins.yaml --source snapshots/demo.json --select clientId=c01
+    """
+    run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
+    found = commands.series(spec_path, source, select, run.options)
+    run.finish(f"read {_documents(found.state)} documents")
+    if not found.matched:
+        raise SelectionError(f"no series matches {found.selection.text()} in {source}; values match "
+                             "exactly, case included: check the spelling, or drop a field to widen it")
+    _echo(render_series(found, fmt, show_values), fmt=fmt)
 
 
 @cli.command()

@@ -37,6 +37,7 @@ from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
 from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
+from reconciler.timeline import Timelines, parse_selection, timelines
 from reconciler.verify import Verification, verify
 
 Store = SnapshotStore | FirestoreStore
@@ -109,6 +110,15 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
     spec = load_spec(spec_path)
     state = _read(source, options, spec.collections, None if whole else projection(spec))
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
+
+
+def series(spec_path: str, source: str, select: str, options: Options | None = None) -> Timelines:
+    """The weeks of the series ``select`` names, from one read of the spec's collections (the same
+    read, projection and empty-database refusal as ``plan``), filtered in memory."""
+    spec = load_spec(spec_path)
+    selection = parse_selection(select, spec.series.key)  # a bad --select costs no reading
+    state = _read(source, options, spec.collections, projection(spec))
+    return timelines(spec, state, selection)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

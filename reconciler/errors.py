@@ -6,6 +6,7 @@
     │   ├── FormatVersionError     a file declares a format major version this build does not read
     │   └── ServerLost             the database stopped answering within the deadline (mid-apply too)
     ├── PlanFileError              a saved plan file is unreadable or malformed
+    ├── SelectionError             a --select names no series key field, or matches no series
     ├── ApplyInterrupted           apply stopped after some writes: what was written, and what next
     └── ApplyRefused               apply will not start (no terminal to ask, plan for another source)
         └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
@@ -44,6 +45,10 @@ class FormatVersionError(SourceError):
 
 class PlanFileError(ReconcileError):
     """A saved plan file is missing, malformed, or of an unknown format version."""
+
+
+class SelectionError(ReconcileError):
+    """A --select is malformed, names a field that is not a series key field, or matches nothing."""
 
 
 class ApplyRefused(ReconcileError):

@@ -47,7 +47,11 @@ COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0"
                         read=False)
 DRIFT = FileFormat(name="reconcile-drift", version="1.0", oldest="1.0", what="a drift report",
                    how_to_make="`reconcile check --spec SPEC --source SRC --format json`")
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT)
+SERIES = FileFormat(name="reconcile-series", version="1.0", oldest="1.0", what="a series report",
+                    how_to_make="`reconcile series --spec SPEC --source SRC --select FIELD=VALUE "
+                                "--format json`",
+                    read=False)
+ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

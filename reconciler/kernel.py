@@ -412,6 +412,11 @@ def _unplannable(spec: Spec, base: Document, start: datetime, length: int) -> tu
     return None
 
 
+def series_length(spec: Spec, base: Document) -> int:
+    """Rule 3 for a usable series' base: N, the number of weeks it has (its findings aside)."""
+    return _length(spec, base, lambda *finding: None)
+
+
 def _length(spec: Spec, base: Document, report) -> int:
     """Rule 3: the base's length field when a positive integer, else the spec default."""
     rule = spec.series

@@ -18,6 +18,20 @@ from reconciler.compare import Comparison, comparison_data, impact
 from reconciler.markdown import Block, Document, Table, code, codes, one_comment, split
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
 from reconciler.plan import dumps_plan
+from reconciler.timeline import (
+    DUPLICATE,
+    ID_TAKEN,
+    LINKED,
+    MISSING_WEEK,
+    OUT_OF_RANGE,
+    STORED,
+    TO_COMPLETE,
+    TO_CREATE,
+    TO_LINK,
+    Timeline,
+    Timelines,
+    timelines_data,
+)
 from reconciler.values import format_timestamp, printable, show
 from reconciler.verify import Verification
 
@@ -488,4 +502,67 @@ VERIFICATION_FORMATS = {
 AUDIT_FORMATS = {
     "text": _audit_text,
     "json": lambda report: to_json(report.as_data()),
+}
+
+
+# -- one series at a glance (reconcile series) ------------------------------------------------------
+
+_STATE_WORDS = {STORED: "stored", TO_CREATE: "to be created", DUPLICATE: "duplicate", ID_TAKEN: "ID taken",
+                OUT_OF_RANGE: "out of range", MISSING_WEEK: "missing"}
+_LINK_WORDS = {LINKED: "", TO_LINK: " (to link)", TO_COMPLETE: " (to complete)"}
+
+
+def render_series(t: Timelines, fmt: str, show_values: bool = False) -> str:
+    return SERIES_FORMATS[fmt](t, show_values)
+
+
+def _series_report_text(t: Timelines, show_values: bool) -> str:
+    read = f", read at {format_timestamp(t.state.read_time)}" if t.state.read_time else ""
+    lines = [f"Series of spec {printable(t.spec.name)} matching {printable(t.selection.text())} in "
+             f"{printable(t.state.source)}{read}", ""]
+    for series in t.shown:
+        lines += _timeline_text(series, show_values)
+        lines.append("")
+    if t.matched > len(t.shown):
+        lines += [f"… and {t.matched - len(t.shown)} more; narrow --select.", ""]
+    creates = sum(w.state == TO_CREATE for s in t.shown for w in s.weeks)
+    links = sum(w.link == TO_LINK for s in t.shown for w in s.weeks)
+    lines.append(f"{len(t.shown)} of {_count(t.matched, 'matching series', 'matching series')} shown: "
+                 f"{_count(creates, 'week')} to create, {_count(links, 'response')} to link.")
+    return "\n".join(lines) + "\n"
+
+
+def _timeline_text(s: Timeline, show_values: bool) -> list[str]:
+    label = printable(s.label)
+    if s.unusable is not None:
+        return [f"{label}: cannot be planned, left untouched (no week is shown)",
+                *_timeline_findings(((None, s.unusable), *((None, f) for f in s.findings)), show_values)]
+    stored = sum(w.state == STORED for w in s.weeks)
+    rows = [("week", "due (UTC)", "state", "document", "response", "finding")]
+    for w in s.weeks:
+        response = printable(w.response) + _LINK_WORDS[w.link or LINKED] if w.response else "-"
+        rows.append((str(w.week), format_timestamp(w.due) if w.due else "-", _STATE_WORDS[w.state],
+                     ", ".join(map(printable, w.documents)), response,
+                     ", ".join(dict.fromkeys(f.code for f in w.findings)) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [f"{label}: {_count(s.length or 0, 'week')}, {stored} stored"]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+              + "  " + row[-1] for row in rows]
+    found = [(w.week, f) for w in s.weeks for f in w.findings] if show_values else []
+    return lines + _timeline_findings((*found, *((None, f) for f in s.findings)), show_values)
+
+
+def _timeline_findings(findings, show_values: bool) -> list[str]:
+    lines = []
+    for week, f in findings:
+        where = f"week {week}: " if week is not None else ""
+        lines.append(f"  ! {where}{f.code}  {printable(f.path)}")
+        if show_values:
+            lines.append(f"      {printable(f.message)}")
+    return lines
+
+
+SERIES_FORMATS = {
+    "text": _series_report_text,
+    "json": lambda t, show_values: to_json(timelines_data(t, show_values)),
 }
