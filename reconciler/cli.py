@@ -182,19 +182,52 @@ def validate(spec_paths: tuple[str, ...]) -> None:
 @spec_option
 @source_option
 @click.option("--format", "fmt", type=click.Choice(list(AUDIT_FORMATS)), default="text",
-              show_default=True, help="Output format.")
+              show_default=True, help="text for a terminal, json for machines, html for a page to look "
+                                      "at in a browser (written to --out).")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --format html: the file to write the page to (replaced atomically, created "
+                   "0600; never one of the run's inputs).")
+@click.option("--show-values", is_flag=True,
+              help="HTML only: also show finding messages and every status value. By default the page "
+                   "shows IDs, series keys, weeks, due dates, rules, finding codes and counts, and no "
+                   "other document value.")
 @allow_empty_option
 @quiet_option
 @timeout_option
-def audit(spec_path: str, source: str, fmt: str, allow_empty: bool, quiet: bool, timeout: float) -> None:
+def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: bool, allow_empty: bool,
+          quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change.
 
     Counts documents, series members and their statuses, series and their missing weeks, link
-    health (complete, half, dangling) and findings by code. Writes nothing.
+    health (complete, half, dangling) and findings by code. Writes nothing to the source.
+
+    --format html --out FILE writes one self-contained page (it loads nothing from anywhere, so it
+    opens offline): the counts, a series x weeks heat map (one row per series, one cell per week
+    1..N: present, to create, duplicate, with a finding, out of range; the first 200 series and
+    104 weeks are drawn, and the page says how many more there are), link health, and the findings
+    by code with their documents.
+
+    \b
+    Example:
+      reconcile audit --spec specs/checkins.yaml --source snapshots/demo.json \\
+        --format html --out audit.html
     """
+    if fmt == "html" and not out:
+        raise click.UsageError("--format html writes a page to a file: give --out FILE")
+    if out and fmt != "html":
+        raise click.UsageError("--out writes the HTML page: give --format html with it (text and json "
+                               "print to stdout)")
+    inputs = _inputs(spec_path, source)
+    if out:
+        _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
     run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
     report = commands.run_audit(spec_path, source, run.options)
     run.finish(f"audited {sum(report.collections.values())} documents")
+    if out:
+        _write_output(out, render_audit(report, fmt, show_values).encode("utf-8"), inputs)
+        click.echo(printable(f"Wrote the audit page to {out} ({report.series.get('total', 0)} series); "
+                             "open it in a browser."))
+        return
     _echo(render_audit(report, fmt), fmt=fmt)
 
 

@@ -14,6 +14,7 @@ from functools import singledispatch
 from typing import Any
 
 from reconciler.audit import AuditReport
+from reconciler.audit_page import audit_page
 from reconciler.compare import Comparison, comparison_data, impact
 from reconciler.markdown import Block, Document, Table, code, codes, one_comment, split
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
@@ -454,8 +455,10 @@ def verification_data(v: Verification) -> dict[str, Any]:
 # -- audit -------------------------------------------------------------------------------------------
 
 
-def render_audit(report: AuditReport, fmt: str) -> str:
-    return AUDIT_FORMATS[fmt](report)
+def render_audit(report: AuditReport, fmt: str, show_values: bool = False) -> str:
+    """``show_values``: html only (a page that may be passed around): IDs, series keys, weeks, due
+    dates, rules, codes and counts unless asked; text and json are the operator's own."""
+    return AUDIT_FORMATS[fmt](report, show_values)
 
 
 def _audit_text(report: AuditReport) -> str:
@@ -500,8 +503,9 @@ VERIFICATION_FORMATS = {
 }
 
 AUDIT_FORMATS = {
-    "text": _audit_text,
-    "json": lambda report: to_json(report.as_data()),
+    "text": lambda report, show_values: _audit_text(report),
+    "json": lambda report, show_values: to_json(report.as_data()),
+    "html": audit_page,
 }
 
 

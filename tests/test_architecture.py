@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from builders import ROOT
 
-ENGINE = ["kernel.py", "model.py", "plan.py", "verify.py", "audit.py", "render.py", "values.py",
-          "snapshot.py", "commands.py", "cli.py"]
+ENGINE = ["kernel.py", "model.py", "plan.py", "verify.py", "audit.py", "audit_page.py", "render.py",
+          "values.py", "snapshot.py", "commands.py", "cli.py"]
 APP_WORDS = ["check_in", "formResponses", "clientId", "formId", "recurringWeek", "isRecurring",
              "totalWeeks", "dueDate", "responseId", "assignmentId", "submittedAt", "completedAt"]
 

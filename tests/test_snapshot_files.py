@@ -361,22 +361,24 @@ def inputs_of(demo: Path, tmp_path: Path) -> dict[str, Path]:
             "symlink": tmp_path / "via-link.json", "hard link": tmp_path / "hard-link.json"}
 
 
+OUT_COMMANDS = {"plan": ["plan"], "snapshot": ["snapshot"], "audit": ["audit", "--format", "html"]}
+
+
 @pytest.mark.parametrize("which", ["spec", "source", "relative", "symlink", "hard link"])
-@pytest.mark.parametrize("command", ["plan", "snapshot"])
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
 def test_out_onto_an_input_is_refused_and_nothing_is_written(demo, tmp_path, which, command):
     inputs = inputs_of(demo, tmp_path)
     files = [path for path in inputs.values() if path.is_absolute()]  # "relative" is from WORKDIR
     before = [(digest(path), identity(path)) for path in files]
     spec = inputs["spec"]
-    args = (["plan", "--spec", spec, "--source", demo] if command == "plan"
-            else ["snapshot", "--spec", spec, "--source", demo])
+    args = [*OUT_COMMANDS[command], "--spec", spec, "--source", demo]
     stderr = one_sentence_exit_1(reconcile(*args, "--out", inputs[which]))
     assert "input" in stderr
     assert [(digest(path), identity(path)) for path in files] == before
 
 
 @pytest.mark.parametrize("kind", ["symlink to a new path", "symlink to a file", "fifo", "directory"])
-@pytest.mark.parametrize("command", ["plan", "snapshot"])
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
 def test_out_onto_something_not_a_regular_file_is_refused(demo, tmp_path, kind, command):
     out = tmp_path / "out.json"
     elsewhere = tmp_path / "elsewhere.json"
@@ -390,7 +392,7 @@ def test_out_onto_something_not_a_regular_file_is_refused(demo, tmp_path, kind, 
     else:
         out.mkdir()
     before = identity(out)
-    args = (["plan", "--spec", CHECKINS] if command == "plan" else ["snapshot"])
+    args = [*OUT_COMMANDS[command], *(["--spec", CHECKINS] if command != "snapshot" else [])]
     run = quick(*args, "--source", demo, "--out", out)
     one_sentence_exit_1(run)
     assert identity(out) == before
