@@ -314,6 +314,7 @@ more columns); each row's notes count them.
 <span title="{{ item.meaning }}">{{ item.label }}</span></li>
 {% endfor %}
 </ul>
+{% if page.heatmap.rows %}
 <div class="scroll">
 <table class="heatmap" id="heatmap">
 <caption class="note">Hover a cell for its week, due date and state; the
@@ -334,6 +335,9 @@ legend's symbols mark each state without colour.</caption>
 </tbody>
 </table>
 </div>
+{% else %}
+<p>No series: the data holds no recurring member.</p>
+{% endif %}
 </section>
 
 {% if page.links %}

@@ -155,6 +155,12 @@ def test_a_large_input_draws_the_first_series_and_weeks_and_says_how_many_more()
     assert "Weeks past 104 are not drawn (46 more columns)" in words
 
 
+def test_data_without_series_says_so_instead_of_an_empty_heat_map():
+    heatmap, text = read_page(page_of())
+    assert heatmap.rows == [] and heatmap.columns == []
+    assert "No series: the data holds no recurring member." in text and "0 series (0 usable)" in text
+
+
 # -- data never becomes markup, and stays private unless asked ---------------------------------------
 
 HOSTILE = "<script>alert(1)</script></td>\"'{{ 7*7 }}&amp;\x1b[2K\r\x07\u202e\x00"
