@@ -16,7 +16,8 @@ from typing import Any
 from reconciler.audit import AuditReport
 from reconciler.audit_page import audit_page
 from reconciler.compare import Comparison, comparison_data, impact
-from reconciler.markdown import Block, Document, Table, code, codes, one_comment, split
+from reconciler.markdown import Block, Document, Table, codes, one_comment, split
+from reconciler.markdown import code as _code
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
 from reconciler.plan import dumps_plan
 from reconciler.timeline import (
@@ -184,7 +185,7 @@ def _by_collection(ops: Sequence[Op]) -> tuple[str, ...]:
             "")
 
 
-def series_counts(plan: Plan) -> dict[str, Counter[str]]:
+def _series_counts(plan: Plan) -> dict[str, Counter[str]]:
     """Per series: weeks to create, links, documents filled outside a link, findings."""
     counts: dict[str, Counter[str]] = {}
     for op in plan.ops:
@@ -201,7 +202,7 @@ def series_counts(plan: Plan) -> dict[str, Counter[str]]:
 
 
 def _by_series(plan: Plan) -> Table:
-    counts = series_counts(plan)
+    counts = _series_counts(plan)
     ranked = sorted(counts.items(), key=lambda item: (-sum(item[1].values()), item[0]))
     rows = [f"| {_code(label) if label else '(no series)'} | {c['create']} | {c['link']} | {c['fill']} | "
             f"{c['findings']} |" for label, c in ranked[:SERIES_SHOWN]]
@@ -220,8 +221,6 @@ def _findings_by_code(findings: Sequence[Finding]) -> tuple[str, ...]:
             *(f"| {_code(code)} | {len(found)} | {codes(found, EXAMPLES)} |"
               for code, found in sorted(paths.items())), "")
 
-
-_code = code
 
 
 @singledispatch
