@@ -39,7 +39,7 @@ PLAN = FileFormat(name="reconcile-plan", version="1.1", oldest="1.1", what="a pl
                   how_to_make="`reconcile plan --spec SPEC --source SRC --out FILE`")
 SNAPSHOT = FileFormat(name="reconcile-snapshot", version="1.0", oldest="1.0", what="a snapshot file",
                       how_to_make="`reconcile snapshot --source SRC --out FILE`")
-JOURNAL = FileFormat(name="reconcile-journal", version="1.0", oldest="1.0", what="an apply journal",
+JOURNAL = FileFormat(name="reconcile-journal", version="1.1", oldest="1.0", what="a journal",
                      how_to_make="`reconcile apply`")
 COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0",
                         what="a spec comparison",

@@ -1,4 +1,4 @@
-"""The apply journal: one JSON-lines file per apply, for rollback and incident review.
+"""The journal: one JSON-lines file per run that writes, for rollback and incident review.
 
 Before each commit it records the ops about to be written with the documents' values before them;
 after, each op's outcome. Every line is flushed and fsynced before the commit it describes is
@@ -7,8 +7,8 @@ line is written on every way out of an apply the process can see (success, an er
 server, an interrupt) and counts only what the result lines say. The file is created 0600 in a
 0700 directory: it holds the data's values. Owns the file layout; must not decide what to write.
 
-    {"format": "reconcile-journal", "format_version": "1.0", "event": "start", "spec": ...,
-     "source": ..., "plan_read_time": ..., "ops": N, "at": ...}
+    {"format": "reconcile-journal", "format_version": "1.1", "event": "start",
+     "operation": "apply", "spec": ..., "source": ..., "plan_read_time": ..., "ops": N, "at": ...}
     {"event": "not_sent", "results": [{"path", "applied": false, "reason", "update_time": null}]}
     {"event": "commit", "batch": 1, "ops": [<op as in the plan file>], "before": {path: fields | null}}
     {"event": "result", "batch": 1, "results": [{"path", "applied", "reason", "update_time"}]}
@@ -37,7 +37,8 @@ DEFAULT_DIRECTORY = Path(".reconcile") / "journal"
 
 
 class Journal:
-    def __init__(self, directory: Path, plan: Plan, before: State, now: datetime) -> None:
+    def __init__(self, directory: Path, plan: Plan, before: State, now: datetime,
+                 operation: str = "apply") -> None:
         self.before = before
         self.batches = 0
         self.applied = self.skipped = 0
@@ -53,7 +54,7 @@ class Journal:
         except OSError as error:
             raise SourceError(f"{directory}: cannot write the apply journal ({error.strerror}); "
                               "pass --journal-dir with a writable directory") from error
-        self._record({**JOURNAL.header(), "event": "start", "spec": plan.spec_name,
+        self._record({**JOURNAL.header(), "event": "start", "operation": operation, "spec": plan.spec_name,
                       "spec_sha256": plan.spec_sha256,
                       "source": plan.source, "plan_read_time": encode(plan.read_time),
                       "ops": len(plan.ops), "at": encode(now)})
