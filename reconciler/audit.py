@@ -21,7 +21,8 @@ from reconciler.kernel import (
     reconcile_series,
     series_length,
 )
-from reconciler.model import CadenceRule, CreateDocumentOp, Document, Finding, Op, Spec, State
+from reconciler.model import CadenceRule, CreateDocumentOp, Document, Finding, Op, Selection, Spec, State
+from reconciler.selection import select_state
 from reconciler.values import is_empty, show
 
 UNUSABLE_SERIES_CODES = tuple(sorted(UNUSABLE_SERIES))
@@ -84,15 +85,23 @@ class AuditReport:
     statuses: tuple[str, ...] = ()  # the status values the spec itself names
     coverage: tuple[SeriesCoverage, ...] = ()  # every series, in series-key order
     details: tuple[Finding, ...] = ()  # every finding, sorted
+    selection: Selection | None = None  # the series the counts are restricted to
 
     def as_data(self) -> dict[str, Any]:
-        return {"spec": self.spec_name, "source": self.source, "collections": self.collections,
+        return {"spec": self.spec_name, "source": self.source,
+                "selection": None if self.selection is None else dict(self.selection.pairs),
+                "collections": self.collections,
                 "members": self.members, "responses": self.responses, "series": self.series,
                 "links": self.links, "findings": self.findings}
 
 
-def audit(spec: Spec, state: State) -> AuditReport:
+def audit(spec: Spec, state: State, selection: Selection | None = None) -> AuditReport:
+    """With ``selection``, every count is of the selected series and their documents; a new
+    week's ID is still checked against every document read."""
     rule = spec.series
+    taken = state.documents(rule.collection).keys()
+    if selection is not None:
+        state = select_state(spec, state, selection)
     docs = state.documents(rule.collection)
     weeks = [member_week(spec, doc) for doc in docs.values()]
     status_field = spec.link.status.field if spec.link and spec.link.status else None
@@ -114,7 +123,7 @@ def audit(spec: Spec, state: State) -> AuditReport:
     ops: list[Op] = []
     coverage = []
     for one in series_list:
-        outcome = reconcile_series(spec, one, docs.keys())
+        outcome = reconcile_series(spec, one, taken)
         ops.extend(outcome.ops)
         findings.extend(outcome.findings)
         coverage.append(_coverage(spec, one, outcome))
@@ -149,7 +158,7 @@ def audit(spec: Spec, state: State) -> AuditReport:
                        members=members, responses=responses, series=series, links=links,
                        findings=dict(sorted(codes.items())), read_time=state.read_time,
                        cadence=spec.cadence, statuses=statuses, coverage=tuple(coverage),
-                       details=tuple(findings))
+                       details=tuple(findings), selection=selection)
 
 
 def _coverage(spec: Spec, series: SeriesInput, outcome: Outcome) -> SeriesCoverage:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from reconciler import __version__, commands, progress
-from reconciler.drift import drift_data, summary_line
+from reconciler.drift import drift_data, first_look, summary_line
 from reconciler.errors import ApplyRefused, ReconcileError, SelectionError, SourceError, SpecError
 from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
@@ -178,6 +178,14 @@ def validate(spec_paths: tuple[str, ...]) -> None:
         raise SpecError([f"{invalid} of {len(spec_paths)} specs are invalid (see above)"])
 
 
+select_option = click.option(
+    "--select", "select", metavar="FIELD=VALUE[,FIELD=VALUE…]",
+    help="Only the series whose key matches (every FIELD one of the spec's series key fields, equal to "
+         "VALUE exactly, case included; an integer key part matches its decimal spelling), and their "
+         "responses. On Firestore only those documents are read. A selection that matches no series "
+         "is an error (exit 1).")
+
+
 @cli.command()
 @spec_option
 @source_option
@@ -191,11 +199,12 @@ def validate(spec_paths: tuple[str, ...]) -> None:
               help="HTML only: also show finding messages and every status value. By default the page "
                    "shows IDs, series keys, weeks, due dates, rules, finding codes and counts, and no "
                    "other document value.")
+@select_option
 @allow_empty_option
 @quiet_option
 @timeout_option
-def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: bool, allow_empty: bool,
-          quiet: bool, timeout: float) -> None:
+def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: bool, select: str | None,
+          allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change.
 
     Counts documents, series members and their statuses, series and their missing weeks, link
@@ -221,7 +230,7 @@ def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: b
     if out:
         _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
     run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
-    report = commands.run_audit(spec_path, source, run.options)
+    report = commands.run_audit(spec_path, source, run.options, select=select)
     run.finish(f"audited {sum(report.collections.values())} documents")
     if out:
         _write_output(out, render_audit(report, fmt, show_values).encode("utf-8"), inputs)
@@ -256,12 +265,13 @@ split_option = click.option(
                    "2 when the change does something to the data (writes or findings differ).")
 @show_values_option
 @split_option
+@select_option
 @allow_empty_option
 @quiet_option
 @timeout_option
 def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
-         detailed_exitcode: bool, show_values: bool, split_dir: str | None, allow_empty: bool, quiet: bool,
-         timeout: float) -> None:
+         detailed_exitcode: bool, show_values: bool, split_dir: str | None, select: str | None,
+         allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Compute the additive patch that brings SRC to the shape SPEC declares.
 
     Reads each collection once and writes nothing to the source. The same spec and data give a
@@ -275,6 +285,9 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
         --source snapshots/demo.json --format markdown --split comment/ --out plan.json
     """
     _split_needs_markdown(split_dir, fmt)
+    if select and old_spec_path:
+        raise click.UsageError("--select plans a subset of the series; a spec change is compared on "
+                               "all of them: give one or the other")
     inputs = _inputs(spec_path, source) + _inputs(old_spec_path, "")
     if out:
         _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
@@ -283,7 +296,7 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
         compared = commands.compare_specs(spec_path, old_spec_path, source, run.options)
         planned, changed = compared.new, compared.comparison.differs
     else:
-        planned = commands.plan(spec_path, source, run.options)
+        planned = commands.plan(spec_path, source, run.options, select=select)
         changed = bool(planned.plan.summary.changes)
     saved = plan_bytes(planned.plan) if out or (fmt == "json" and not old_spec_path) else b""
     if out:
@@ -348,12 +361,13 @@ def _write_bytes(content: bytes) -> None:
               help="Writes per commit (a link is never split across commits).")
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
+@select_option
 @allow_empty_option
 @quiet_option
 @timeout_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          verbose: bool, allow_empty: bool, quiet: bool, timeout: float) -> None:
+          verbose: bool, select: str | None, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -374,6 +388,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
                                    "the spec you reviewed) or --spec and --source")
+        if select:
+            raise click.UsageError("a saved PLAN carries its selection (`plan --select … --out`); "
+                                   "--select goes with --spec and --source")
         saved, spec = commands.load_plan(plan_file, pinned=spec_path)
         if fmt != "json":  # JSON output is one document: the validation report below
             _echo(render_plan(saved, fmt))
@@ -381,7 +398,7 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        planned = commands.plan(spec_path, source, run.options, whole=True)
+        planned = commands.plan(spec_path, source, run.options, whole=True, select=select)
         if fmt != "json":
             _echo(render_plan(planned.plan, fmt))
         if not planned.plan.ops and fmt != "json":
@@ -475,11 +492,12 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @click.option("--metrics", "metrics_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write Prometheus metrics (text format) to FILE, e.g. for a node-exporter "
                    "textfile collector (*.prom) or `curl --data-binary @FILE` to a Pushgateway.")
+@select_option
 @allow_empty_option
 @quiet_option
 @timeout_option
 def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
-          allow_empty: bool, quiet: bool, timeout: float) -> None:
+          select: str | None, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
 
     Sorts what is off into drift classes that point at the likely cause in the app: weeks_missing
@@ -496,7 +514,7 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
     if metrics_file:
         _refuse_output(metrics_file, inputs)
     run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
-    checked = commands.check(spec_path, source, run.options, baseline=baseline)
+    checked = commands.check(spec_path, source, run.options, baseline=baseline, select=select)
     planned, drift = checked.planned, checked.drift
     run.finish(f"checked {_documents(planned.state)} documents")
     if metrics_file:
@@ -508,6 +526,9 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
         _echo(render_plan(planned.plan, fmt), fmt=fmt)
     if fmt == "text":
         click.echo(printable(summary_line(drift)))
+        look = first_look(drift)
+        if look:
+            click.echo(printable(look))
     if not drift.converged:
         raise _Exit(EXIT_CHANGES)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from reconciler.errors import (
     ApplyRefused,
     PlanFileError,
     ReconcileError,
+    SelectionError,
     ServerLost,
     SourceError,
     UnsafePlan,
@@ -29,15 +30,17 @@ from reconciler.errors import (
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
-from reconciler.kernel import Projection, projection, projection_union
-from reconciler.model import OpResult, Plan, Spec, State
+from reconciler.kernel import Projection, projection, projection_union, reconcile
+from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
 from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
+from reconciler.selection import equality_filters, parse_selection
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
 from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
-from reconciler.timeline import Timelines, parse_selection, timelines
+from reconciler.timeline import Timelines, timelines
+from reconciler.values import printable
 from reconciler.verify import Verification, verify
 
 Store = SnapshotStore | FirestoreStore
@@ -69,12 +72,57 @@ def open_store(source: str, options: Options | None = None) -> Store:
     return SnapshotStore(source)
 
 
-def _read(source: str, options: Options | None, collections: tuple[str, ...],
-          fields: Projection | None) -> State:
+def _read(source: str | Store, options: Options | None, collections: tuple[str, ...],
+          fields: Projection | None, *, spec: Spec | None = None, selection: Selection | None = None,
+          pin: bool = False) -> State:
+    """One read of ``collections``. With a selection (and its spec), Firestore is asked only for
+    the documents that carry the selected key values, and then for the documents standing at the
+    IDs the selected series' new weeks would take (a create's precondition needs to know); a
+    snapshot file is read whole, and the engine keeps the selection. ``pin``: a snapshot state
+    names its file and the file's sha256, for a saved plan."""
     options = options or Options()
-    state = open_store(source, options).read(collections, fields)
+    store = open_store(source, options) if isinstance(source, str) else source
+    if isinstance(store, FirestoreStore):
+        where = equality_filters(spec, selection) if spec and selection else None
+        state = store.read(collections, fields, where=where)
+        if spec and selection:
+            state = _with_taken_ids(store, spec, state, selection)
+    else:
+        state = store.read(collections, fields, pin=pin)
+    if spec and selection:
+        _require_match(spec, state, selection)
     _refuse_empty(state, collections, options)
     return state
+
+
+def _with_taken_ids(store: FirestoreStore, spec: Spec, state: State, selection: Selection) -> State:
+    """A selected read holds the selected series only; a new week's ID may be taken by a document
+    of another series, which the plan must see to report it rather than propose a create that its
+    precondition would refuse. One lookup of those IDs, at the read's time, settles it (a found
+    document is not of the selection, so it adds no create of its own)."""
+    ops, _ = reconcile(spec, state, selection)
+    wanted = [op.path for op in ops if isinstance(op, CreateDocumentOp)]
+    found = store.documents_at(wanted, state.read_time)
+    if not found:
+        return state
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    for doc in found:
+        collections.setdefault(doc.collection, {})[doc.id] = doc
+    return replace(state, collections=collections)
+
+
+def _require_match(spec: Spec, state: State, selection: Selection) -> None:
+    """A selection that matches no document is a typo or the wrong source far more often than an
+    intended no-op: say so rather than plan nothing and report it converged."""
+    if not any(selection.matches_document(spec, doc)
+               for doc in state.documents(spec.series.collection).values()):
+        raise SelectionError(f"no series matches {selection.text()} in {state.source}: no document of "
+                             f"{spec.series.collection} has these values; values match exactly, case "
+                             "included: check the spelling and the source, or drop a field to widen it")
+
+
+def _selection(spec: Spec, select: str | None) -> Selection | None:
+    return parse_selection(select, spec.series.key) if select else None
 
 
 def _refuse_empty(state: State, collections: tuple[str, ...], options: Options) -> None:
@@ -92,9 +140,12 @@ def validate(spec_path: str) -> Spec:
     return load_spec(spec_path)
 
 
-def run_audit(spec_path: str, source: str, options: Options | None = None) -> AuditReport:
+def run_audit(spec_path: str, source: str, options: Options | None = None,
+              select: str | None = None) -> AuditReport:
     spec = load_spec(spec_path)
-    return audit(spec, _read(source, options, spec.collections, projection(spec)))
+    selection = _selection(spec, select)  # a bad --select costs no reading
+    state = _read(source, options, spec.collections, projection(spec), spec=spec, selection=selection)
+    return audit(spec, state, selection)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,12 +155,17 @@ class Planned:
     plan: Plan
 
 
-def plan(spec_path: str, source: str, options: Options | None = None, whole: bool = False) -> Planned:
+def plan(spec_path: str, source: str, options: Options | None = None, whole: bool = False,
+         select: str | None = None, pin: bool = True) -> Planned:
     """``whole``: read whole documents (apply needs them for its journal and its proof); else only
-    the fields the plan reads, which gives the same plan from less I/O and memory."""
+    the fields the plan reads, which gives the same plan from less I/O and memory. ``select``:
+    only the series whose key matches (FIELD=VALUE[,…]), and their responses. A snapshot file is
+    pinned by its absolute path and sha256, so that the saved plan applies to it and only it."""
     spec = load_spec(spec_path)
-    state = _read(source, options, spec.collections, None if whole else projection(spec))
-    return Planned(spec=spec, state=state, plan=build_plan(spec, state))
+    selection = _selection(spec, select)  # a bad --select costs no reading
+    state = _read(source, options, spec.collections, None if whole else projection(spec), spec=spec,
+                  selection=selection, pin=pin)
+    return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection))
 
 
 def series(spec_path: str, source: str, select: str, options: Options | None = None) -> Timelines:
@@ -117,7 +173,7 @@ def series(spec_path: str, source: str, select: str, options: Options | None = N
     read, projection and empty-database refusal as ``plan``), filtered in memory."""
     spec = load_spec(spec_path)
     selection = parse_selection(select, spec.series.key)  # a bad --select costs no reading
-    state = _read(source, options, spec.collections, projection(spec))
+    state = _read(source, options, spec.collections, projection(spec), spec=spec, selection=selection)
     return timelines(spec, state, selection)
 
 
@@ -159,6 +215,10 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
     if spec.sha256 != saved.spec_sha256:
         raise PlanFileError(f"{path}: the spec inside the plan does not match its sha256; the plan "
                             "file was edited. Make a new one with `reconcile plan --out`")
+    saved = replace(saved, selection=_selection_of(saved, spec, path))
+    if saved.source_file is None and not saved.source.startswith(FIRESTORE_SCHEME):
+        raise PlanFileError(f'{path}: the plan names the snapshot file {saved.source} but no "source_file" '
+                            "(its absolute path and sha256); make a new plan with `reconcile plan --out`")
     reference = pinned or saved.spec_path
     try:
         expected = hashlib.sha256(read_regular(reference)).hexdigest()
@@ -173,6 +233,25 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
                          "it, nothing was written. Re-run `reconcile plan` with the spec you mean, or "
                          "pass --spec with the spec the plan was reviewed with")
     return saved, spec
+
+
+def _selection_of(saved: Plan, spec: Spec, path: str) -> Selection | None:
+    """The plan's selection, checked against its spec's series key and put in the key's order."""
+    if saved.selection is None:
+        return None
+    order = {name: index for index, name in enumerate(spec.series.key)}
+    unknown = [name for name, _ in saved.selection.pairs if name not in order]
+    if unknown:
+        raise PlanFileError(f'{path}: "selection" names {printable(unknown[0])!r}, which is not a series '
+                            f"key field of the plan's spec ({', '.join(spec.series.key)}); make a new "
+                            "plan with `reconcile plan --select … --out`")
+    return Selection(pairs=tuple(sorted(saved.selection.pairs, key=lambda pair: order[pair[0]])))
+
+
+def target(saved: Plan) -> str:
+    """Where a saved plan applies: its pinned snapshot file (whatever the working directory), or
+    its database."""
+    return saved.source_file.path if saved.source_file is not None else saved.source
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,11 +272,12 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     options = options or Options()
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
-    store = open_store(saved.source, options)
+    store = open_store(target(saved), options)
     derived = saved.ops if before is not None else None
     if before is None:
-        before = store.read(spec.collections)
-        _refuse_empty(before, spec.collections, options)
+        before = _read(store, options, spec.collections, None, spec=spec, selection=saved.selection,
+                       pin=saved.source_file is not None)
+        _same_file(saved, before)
     admission = admit(spec, saved, before, derived)
     results: list[OpResult] = list(admission.skipped)
     journal = None
@@ -212,8 +292,8 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
             raise _interrupted(error, journal, admission.ops, saved.source) from error
         journal.close(options.clock())
     try:
-        after = store.read(spec.collections)
-        replan = build_plan(spec, after)
+        after = _read(store, options, spec.collections, None, spec=spec, selection=saved.selection)
+        replan = build_plan(spec, after, saved.selection)
         verification = verify(spec, before, after, results, replan)
     except (KeyboardInterrupt, ReconcileError) as error:
         if journal is None:
@@ -226,6 +306,20 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
             "`reconcile check` to see whether the data has converged") from error
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
+
+
+def _same_file(saved: Plan, before: State) -> None:
+    """A saved plan was reviewed against one snapshot file's content: like a stale saved plan in
+    Terraform, it is refused when the file holds anything else now (another file at that path,
+    the app's writes since, or this plan applied already)."""
+    pinned, now = saved.source_file, before.file
+    if pinned is None or now is None or now.sha256 == pinned.sha256:
+        return
+    raise ApplyRefused(f"{pinned.path}: the snapshot file is not the one the plan was made from (sha256 "
+                       f"{pinned.sha256[:12]} in the plan, {now.sha256[:12]} now: changed since, or "
+                       "applied already); nothing was written. Make a new plan with `reconcile plan "
+                       "--out`, or plan and apply in one run with `reconcile apply --spec SPEC --source "
+                       "FILE`")
 
 
 def _cause(error: BaseException, source: str) -> str:
@@ -256,12 +350,12 @@ class Checked:
 
 
 def check(spec_path: str, source: str, options: Options | None = None,
-          baseline: str | None = None) -> Checked:
+          baseline: str | None = None, select: str | None = None) -> Checked:
     """A drift check is a plan that is expected to be empty; with ``baseline`` (an earlier drift
     report), findings that are new since it are drift too."""
     known = load_baseline(baseline) if baseline else None  # a bad baseline costs no reading
-    planned = plan(spec_path, source, options)
-    return Checked(planned=planned, drift=drift(planned.plan, known, baseline))
+    planned = plan(spec_path, source, options, select=select, pin=False)  # never saved: no pin
+    return Checked(planned=planned, drift=drift(planned.plan, known, baseline, planned.spec.series.key))
 
 
 def load_baseline(path: str) -> frozenset[tuple[str, str]]:

@@ -8,6 +8,8 @@ new rather than on mess that was there at rollout.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,7 @@ class Drift:
     members: dict[str, list[tuple[str, str]]]  # class → (path, series) of what it counts
     baseline: str | None  # where the baseline came from
     findings_gone: int  # findings of the baseline no longer found
+    key_fields: tuple[str, ...] = ()  # the spec's series key, to name a series as a --select
 
     @property
     def converged(self) -> bool:
@@ -75,7 +78,7 @@ def _op_classes(op: Op) -> list[str]:
 
 
 def drift(plan: Plan, baseline: frozenset[tuple[str, str]] | None = None,
-          baseline_name: str | None = None) -> Drift:
+          baseline_name: str | None = None, key_fields: tuple[str, ...] = ()) -> Drift:
     members: dict[str, list[tuple[str, str]]] = {c.name: [] for c in CLASSES}
     for op in plan.ops:
         for name in _op_classes(op):
@@ -84,7 +87,7 @@ def drift(plan: Plan, baseline: frozenset[tuple[str, str]] | None = None,
     if baseline is not None:
         members["new_findings"] = [(f.path, f.series) for f in plan.findings
                                    if (f.code, f.path) not in baseline]
-    return Drift(plan=plan, members=members, baseline=baseline_name,
+    return Drift(plan=plan, members=members, baseline=baseline_name, key_fields=key_fields,
                  findings_gone=len(baseline - found) if baseline is not None else 0)
 
 
@@ -100,7 +103,8 @@ def drift_data(d: Drift) -> dict[str, Any]:
         classes[c.name] = {
             "count": len(members), "unit": c.unit, "cause": c.cause,
             "series": len({series for _, series in members}),
-            "examples": [{"path": path, "series": series} for path, series in members[:EXAMPLES]],
+            "examples": [{"path": path, "series": series, **_look(d, series)}
+                         for path, series in members[:EXAMPLES]],
         }
     if d.baseline is None:
         classes["new_findings"]["cause"] = "no --baseline given: findings are not compared"
@@ -108,6 +112,7 @@ def drift_data(d: Drift) -> dict[str, Any]:
         **DRIFT.header(),
         "spec": {"name": plan.spec_name, "path": plan.spec_path, "sha256": plan.spec_sha256},
         "source": plan.source,
+        "selection": None if plan.selection is None else dict(plan.selection.pairs),
         "read_time": encode(plan.read_time),
         "converged": d.converged,
         "writes_needed": len(plan.ops),
@@ -118,6 +123,33 @@ def drift_data(d: Drift) -> dict[str, Any]:
             "path": d.baseline, "findings_new": len(d.members["new_findings"]),
             "findings_gone": d.findings_gone},
     }
+
+
+def select_text(label: str, key_fields: Sequence[str]) -> str | None:
+    """The ``--select`` value that names the series labelled ``label`` ("clientId=c01 formId=f1" →
+    "clientId=c01,formId=f1"); None when the label cannot be read back unambiguously (a value
+    holding a comma, which --select cannot take, or the next field's name)."""
+    if not key_fields or not label.startswith(f"{key_fields[0]}="):
+        return None
+    values, rest = [], label[len(key_fields[0]) + 1:]
+    for name in key_fields[1:]:
+        value, marker, rest = rest.partition(f" {name}=")
+        if not marker or f" {name}=" in rest:
+            return None
+        values.append(value)
+    values.append(rest)
+    if any("," in value or not value for value in values):
+        return None
+    return ",".join(f"{name}={value}" for name, value in zip(key_fields, values, strict=True))
+
+
+def _look(d: Drift, series: str) -> dict[str, str | None]:
+    """Where a person looks next: the series' weeks, as ``reconcile series`` shows them."""
+    select = select_text(series, d.key_fields) if series else None
+    command = None if select is None else (
+        f"reconcile series --spec {shlex.quote(d.plan.spec_path)} --source {shlex.quote(d.plan.source)} "
+        f"--select {shlex.quote(select)}")
+    return {"select": select, "command": command}
 
 
 def baseline_findings(data: Any, where: str) -> frozenset[tuple[str, str]]:
@@ -145,4 +177,11 @@ def summary_line(d: Drift) -> str:
     if not parts:
         return "No drift: converged."
     return f"Drift: {'; '.join(parts)}. Run `reconcile apply` to fix what can be fixed additively."
+
+
+def first_look(d: Drift) -> str | None:
+    """The command that shows the weeks of the first drifting series, for a person to start from."""
+    first = next((series for c in CLASSES for _, series in d.members[c.name] if series), "")
+    command = _look(d, first)["command"] if first else None
+    return f"One drifting series' weeks: {command}" if command else None
 

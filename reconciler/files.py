@@ -10,6 +10,7 @@ know any file format.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -45,6 +46,25 @@ def open_regular(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def fingerprint(path: str | Path) -> tuple[str, tuple[int, int, int, int]]:
+    """The sha256 of a regular file's bytes, and what identifies that content on disk (device,
+    inode, size, modification time): the same identity after a read means the same bytes were read."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        identity = _identity(os.fstat(handle.fileno()))
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest(), identity
+
+
+def identity(path: str | Path) -> tuple[int, int, int, int]:
+    return _identity(os.stat(path))
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def read_regular(path: str | Path, limit: int | None = None) -> bytes:

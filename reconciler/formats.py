@@ -35,7 +35,7 @@ class FileFormat:
         return {"format": self.name, "format_version": self.version}
 
 
-PLAN = FileFormat(name="reconcile-plan", version="1.1", oldest="1.1", what="a plan file",
+PLAN = FileFormat(name="reconcile-plan", version="1.2", oldest="1.2", what="a plan file",
                   how_to_make="`reconcile plan --spec SPEC --source SRC --out FILE`")
 SNAPSHOT = FileFormat(name="reconcile-snapshot", version="1.0", oldest="1.0", what="a snapshot file",
                       how_to_make="`reconcile snapshot --source SRC --out FILE`")

@@ -69,7 +69,9 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     # A group the spec derives now, exactly as proposed, is derivable; only the others are examined.
     findings = None
     if derived is None:
-        derived, findings = reconcile(spec, state)
+        # A selected plan is derived for its selection: a proposed write outside it is one the
+        # spec does not derive here, and the data around it unchanged, the plan is refused.
+        derived, findings = reconcile(spec, state, plan.selection)
     now = _groups(derived)
     proposed_groups = _groups(plan.ops)
     differing = {key: group for key, group in proposed_groups.items()

@@ -31,6 +31,7 @@ from reconciler.model import (
     State,
     StatusTransition,
 )
+from reconciler.selection import Selection
 from reconciler.values import MISSING, canonical, is_empty, is_int, is_timestamp, show
 
 # -- grouping ----------------------------------------------------------------------------------------
@@ -579,9 +580,13 @@ class _Links:
 # -- the whole state ---------------------------------------------------------------------------------
 
 
-def reconcile(spec: Spec, state: State) -> tuple[list[Op], list[Finding]]:
-    """Every series through the kernel. Ops sorted by path, findings by code: deterministic."""
+def reconcile(spec: Spec, state: State, selection: Selection | None = None) -> tuple[list[Op], list[Finding]]:
+    """Every series through the kernel (with ``selection``, the series it matches, and the findings
+    about documents that carry its key values). Ops sorted by path, findings by code: deterministic."""
     series_list, findings = group_series(spec, state)
+    if selection is not None:
+        series_list = [series for series in series_list if selection.matches(spec, series.key)]
+        findings = [finding for finding in findings if _selected(spec, state, selection, finding)]
     taken = state.documents(spec.series.collection).keys()
     ops: list[Op] = []
     for series in series_list:
@@ -591,3 +596,10 @@ def reconcile(spec: Spec, state: State) -> tuple[list[Op], list[Finding]]:
     ops.sort(key=lambda op: op.path)
     findings.sort(key=lambda f: f.sort_key)
     return ops, findings
+
+
+def _selected(spec: Spec, state: State, selection: Selection, finding: Finding) -> bool:
+    """A finding about a document of no series is in a selection when its document carries the
+    selected key values (it was not planned, so nothing else ties it to a series)."""
+    doc = state.find(finding.path)
+    return doc is not None and selection.matches_document(spec, doc)

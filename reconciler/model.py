@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -209,12 +210,21 @@ class Document:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SourceFile:
+    """The snapshot file a state was read from: its absolute path, and the sha256 of its bytes."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class State:
     """Every document of the collections a run reads, as of one read time."""
 
     source: str
     read_time: datetime | None
     collections: dict[str, dict[str, Document]]
+    file: SourceFile | None = None  # when read from a snapshot file, and asked to pin it
 
     def documents(self, collection: str) -> dict[str, Document]:
         return self.collections.get(collection, {})
@@ -398,6 +408,8 @@ class Plan:
     read_time: datetime | None
     ops: tuple[Op, ...]
     findings: tuple[Finding, ...]
+    selection: Selection | None = None  # the series the plan is restricted to (None: every one)
+    source_file: SourceFile | None = None  # the snapshot file planned, pinned by path and content
     format_version: str = PLAN.version
 
     @property
@@ -424,3 +436,50 @@ def group_key(op: Op) -> str:
 def _is_new_link_fill(op: FillFieldsOp, fill: FieldFill) -> bool:
     """Fills made by a new link are counted as the link, not again as fills."""
     return op.group is not None and fill.rule.endswith("." + ACTION_PAIR)
+
+
+# -- a subset of the series ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """FIELD=VALUE pairs, in the order given; every field is one of the spec's series key fields."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def matches(self, spec: Spec, key: Iterable[Any]) -> bool:
+        """A string key part matches its value exactly; an integer key part matches its decimal
+        spelling (``week=7`` matches 7), since a value on the command line is always a string."""
+        parts = dict(zip(spec.series.key, key, strict=True))
+        return all(spelled(parts[name]) == value for name, value in self.pairs)
+
+    def matches_document(self, spec: Spec, doc: Document) -> bool:
+        """Whether a document of the series or the response collection carries the selected key
+        values (a response by the fields its link maps to the series key). Other collections are
+        not selected from."""
+        fields = document_fields(spec, doc.collection)
+        if fields is None:
+            return False
+        return all(spelled(doc.fields.get(fields[name])) == value for name, value in self.pairs)
+
+    def text(self) -> str:
+        return ",".join(f"{name}={value}" for name, value in self.pairs)
+
+
+def spelled(part: Any) -> str | None:
+    """How a key part is written on the command line: a string as itself, an integer in decimal."""
+    if type(part) is str:
+        return part
+    if type(part) is int:
+        return str(part)
+    return None
+
+
+def document_fields(spec: Spec, collection: str) -> dict[str, str] | None:
+    """Series key field → the field holding it in ``collection``; None for a collection that has
+    no series key (reference collections)."""
+    if collection == spec.series.collection:
+        return {name: name for name in spec.series.key}
+    if spec.link is not None and collection == spec.link.collection:
+        return {series_field: response_field for response_field, series_field in spec.link.key}
+    return None

@@ -27,6 +27,8 @@ from reconciler.model import (
     Finding,
     Op,
     Plan,
+    Selection,
+    SourceFile,
     Spec,
     State,
     StatusTransition,
@@ -43,11 +45,11 @@ from reconciler.values import (
 )
 
 
-def build_plan(spec: Spec, state: State) -> Plan:
-    ops, findings = reconcile(spec, state)
+def build_plan(spec: Spec, state: State, selection: Selection | None = None) -> Plan:
+    ops, findings = reconcile(spec, state, selection)
     return Plan(spec_name=spec.name, spec_path=spec.source, spec_sha256=spec.sha256,
                 spec_text=spec.text, source=state.source, read_time=state.read_time,
-                ops=tuple(ops), findings=tuple(findings))
+                ops=tuple(ops), findings=tuple(findings), selection=selection, source_file=state.file)
 
 
 # -- encoding ----------------------------------------------------------------------------------------
@@ -61,6 +63,9 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "spec": {"name": plan.spec_name, "path": plan.spec_path, "sha256": plan.spec_sha256,
                  "text": plan.spec_text},
         "source": plan.source,
+        "source_file": None if plan.source_file is None else {
+            "path": plan.source_file.path, "sha256": plan.source_file.sha256},
+        "selection": None if plan.selection is None else dict(plan.selection.pairs),
         "read_time": encode(plan.read_time),
         "summary": {"create": summary.create, "link": summary.link, "fill": summary.fill,
                     "delete": 0, "overwrite": 0, "findings": summary.findings},
@@ -115,6 +120,8 @@ _PLAIN_KEY = re.compile(r"\$?[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
 _OPS = ("create_document", "fill_fields")
 _TIMESTAMP_OR_NULL = 'a timestamp or null (e.g. {"$timestamp": "2025-01-06T09:00:00.000000Z"})'
 _EMPTY = 'empty ({"$missing": true}, null or "")'
+_SOURCE_FILE = 'null or {"path": ABSOLUTE_PATH, "sha256": HEX}'
+_SELECTION = 'null or {"FIELD": "VALUE", …}'
 
 Place = tuple[Any, ...]  # keys and list indexes from the top of the file
 
@@ -205,8 +212,33 @@ def _plan(data: dict[str, Any], version: str) -> Plan:
     # "summary" is not read: it is recomputed from the ops and findings.
     return Plan(spec_name=spec.string("name"), spec_path=spec.string("path"), spec_sha256=sha256,
                 spec_text=spec.string("text"), source=top.string("source", empty=False),
+                source_file=_source_file(top.get("source_file", _SOURCE_FILE), ("source_file",)),
+                selection=_selection(top.get("selection", _SELECTION), ("selection",)),
                 read_time=_timestamp_or_null(top.get("read_time", _TIMESTAMP_OR_NULL), ("read_time",)),
                 ops=ops, findings=findings, format_version=version)
+
+
+def _source_file(raw: Any, place: Place) -> SourceFile | None:
+    if raw is None:
+        return None
+    pinned = _At(_object(raw, place), place)
+    path, sha256 = pinned.string("path", empty=False), pinned.string("sha256")
+    if not path.startswith("/"):
+        raise _Malformed((*place, "path"), f"must be an absolute path, found {_quote(path)}")
+    if not _SHA256.match(sha256):
+        raise _Malformed((*place, "sha256"), f"{_quote(sha256)} is not a sha256 (64 hexadecimal digits)")
+    return SourceFile(path=path, sha256=sha256)
+
+
+def _selection(raw: Any, place: Place) -> Selection | None:
+    """The pairs in key order of the file; the plan's spec orders and checks them on loading."""
+    if raw is None:
+        return None
+    pairs = _object(raw, place)
+    if not pairs:
+        raise _Malformed(place, "must be null or name at least one series key field")
+    return Selection(pairs=tuple((name, _string(value, (*place, name), empty=False))
+                                 for name, value in pairs.items()))
 
 
 def _op(raw: Any, place: Place) -> Op:

@@ -18,7 +18,7 @@ from reconciler.audit_page import audit_page
 from reconciler.compare import Comparison, comparison_data, impact
 from reconciler.markdown import Block, Document, Table, codes, one_comment, split
 from reconciler.markdown import code as _code
-from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan
+from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, Selection
 from reconciler.plan import dumps_plan
 from reconciler.timeline import (
     DUPLICATE,
@@ -52,7 +52,13 @@ def render_plan_parts(plan: Plan, show_values: bool = False) -> list[str]:
 def _header(plan: Plan) -> str:
     read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
     return (f"Spec {printable(plan.spec_name)} ({printable(plan.spec_path)}, sha256 "
-            f"{printable(plan.spec_sha256[:12])}) against {printable(plan.source)}, read at {read}")
+            f"{printable(plan.spec_sha256[:12])}) against {printable(plan.source)}, read at {read}"
+            + (f"\n{_selected(plan.selection)}" if plan.selection else ""))
+
+
+def _selected(selection: Selection) -> str:
+    return (f"Selected: {printable(selection.text())}: only the series with this key and their responses; "
+            "nothing outside it is planned or written")
 
 
 # -- text --------------------------------------------------------------------------------------------
@@ -131,7 +137,10 @@ _CUT = "`--split DIR` writes every row in parts; the JSON plan (`--format json`)
 
 def _plan_items(plan: Plan, show_values: bool) -> list[Block | Table]:
     s = plan.summary
+    selected = (f"**Selected:** {_code(plan.selection.text())}: only the series with this key and their "
+                "responses; nothing outside it is planned or written.", "") if plan.selection else ()
     items: list[Block | Table] = [Block((
+        *selected,
         f"**{s.line()}** {_count(s.findings, 'finding')} left untouched.", "",
         "| create | link | fill | delete | overwrite | findings |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -462,6 +471,9 @@ def render_audit(report: AuditReport, fmt: str, show_values: bool = False) -> st
 
 def _audit_text(report: AuditReport) -> str:
     lines = [f"Audit of {report.source} with spec {report.spec_name}", ""]
+    if report.selection:
+        lines[1:1] = [f"Selected: {printable(report.selection.text())}: the counts are of these series and "
+                      "their documents only"]
     # Collection names and finding codes are shown as they are; the report's own labels in words.
     sections = [("Documents", report.collections, False), ("Series members", report.members, True),
                 ("Responses", report.responses, True), ("Series", report.series, True),

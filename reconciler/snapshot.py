@@ -33,7 +33,7 @@ from reconciler.errors import SourceError
 from reconciler.files import FileProblem, open_regular
 from reconciler.formats import SNAPSHOT, check_version
 from reconciler.kernel import Projection
-from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
+from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, SourceFile, State
 from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
 
 _COLLECTIONS_OPEN = b'"collections":{'
@@ -445,8 +445,27 @@ class SnapshotStore:
         # not make its reads and its write reach different files.
         self.path = Path(path).resolve()
 
-    def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None) -> State:
-        return replace(read_snapshot(self.path, collections, projection), source=self.source)
+    def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None, *,
+             pin: bool = False) -> State:
+        """The file's documents; with ``pin``, the state also names the file by its absolute path
+        and the sha256 of the bytes read, so that a saved plan applies to that file only."""
+        if not pin:
+            return replace(read_snapshot(self.path, collections, projection), source=self.source)
+        try:
+            sha256, before = files.fingerprint(self.path)
+        except FileNotFoundError:
+            raise SourceError(f"{self.source}: snapshot file not found") from None
+        except FileProblem as problem:
+            raise SourceError(f"{self.source}: {problem}") from problem
+        state = read_snapshot(self.path, collections, projection)
+        try:
+            unchanged = files.identity(self.path) == before
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            raise SourceError(f"{self.source}: the snapshot file changed while it was being read; "
+                              "run the command again")
+        return replace(state, source=self.source, file=SourceFile(path=str(self.path), sha256=sha256))
 
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
               current: State | None = None) -> list[OpResult]:

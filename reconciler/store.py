@@ -27,7 +27,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from sys import intern
@@ -37,6 +37,7 @@ from reconciler.errors import ServerLost, SourceError
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.progress import Progress, Silent
+from reconciler.selection import Equality
 from reconciler.values import GeoPoint, Reference, document_size, nested_array
 
 SCHEME = "firestore://"
@@ -135,9 +136,12 @@ class FirestoreStore:
         return _plain_datetime(snapshot.read_time)
 
     def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None, *,
-             read_time: datetime | None = None) -> State:
+             read_time: datetime | None = None,
+             where: Mapping[str, Sequence[Equality]] | None = None) -> State:
         """Every document of ``collections`` (default: all top-level ones) as of one read time;
-        with a projection, only the fields it keeps (possible bases are fetched whole)."""
+        with a projection, only the fields it keeps (possible bases are fetched whole); with
+        ``where``, only the documents of a collection that its equality filters keep."""
+        where = where or {}
         client = self.client()
         names = list(collections) if collections is not None else sorted(
             c.id for c in self._retrying("listing collections", lambda seconds: list(
@@ -147,15 +151,21 @@ class FirestoreStore:
         # One stream per collection, concurrently: the server sends one while this process
         # converts the other (a single stream leaves one of them idle at any moment).
         with ThreadPoolExecutor(max_workers=max(1, min(len(names), 4))) as pool:
-            read = pool.map(lambda name: self._read_collection(name, read_time, projection), names)
+            read = pool.map(lambda name: self._read_collection(name, read_time, projection,
+                                                               where.get(name, ())), names)
             return State(source=self.source, read_time=read_time,
                          collections=dict(zip(names, read, strict=True)))
 
-    def _read_collection(self, name: str, read_time: datetime,
-                         projection: Projection | None) -> dict[str, Document]:
+    def _read_collection(self, name: str, read_time: datetime, projection: Projection | None,
+                         filters: Sequence[Equality] = ()) -> dict[str, Document]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
         from google.cloud.firestore_v1.field_path import FieldPath
 
         query = self.client().collection(name)
+        for equality in filters:
+            operator, value = ("==", equality.values[0]) if len(equality.values) == 1 else \
+                ("in", list(equality.values))
+            query = query.where(filter=FieldFilter(FieldPath(equality.field).to_api_repr(), operator, value))
         needed = projection.fields.get(name) if projection else None
         if needed is not None:
             query = query.select([FieldPath(field).to_api_repr() for field in sorted(needed)])
@@ -272,6 +282,13 @@ class FirestoreStore:
     def _current(self, ops: Sequence[Op]) -> dict[str, Document | None]:
         found: dict[str, Document | None] = {op.path: None for op in ops}
         found.update((doc.path, doc) for doc in self._current_at([op.path for op in ops], None))
+        return found
+
+    def documents_at(self, paths: Sequence[str], read_time: datetime | None) -> list[Document]:
+        """The documents at ``paths`` that exist, whole, at ``read_time`` (a plan's read time)."""
+        found: list[Document] = []
+        for start in range(0, len(paths), 300):
+            found += self._current_at(paths[start:start + 300], read_time)
         return found
 
     def _current_at(self, paths: Sequence[str], read_time: datetime | None) -> list[Document]:

@@ -8,12 +8,10 @@ with what ``plan`` would do for the same series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.errors import SelectionError
 from reconciler.formats import SERIES
 from reconciler.kernel import (
     UNUSABLE_SERIES,
@@ -24,6 +22,7 @@ from reconciler.kernel import (
     series_length,
 )
 from reconciler.model import ACTION_HALF_LINK, CreateDocumentOp, FillFieldsOp, Finding, Op, Spec, State
+from reconciler.selection import Selection
 from reconciler.values import MISSING, encode, is_empty, show
 
 SHOWN = 50  # series shown per run; a wider selection is what audit and plan are for
@@ -40,52 +39,6 @@ MISSING_WEEK = "missing"  # no member and no create: the engine said neither (no
 LINKED = "linked"  # the week's member names it
 TO_LINK = "to_link"  # the plan links it both ways
 TO_COMPLETE = "to_complete"  # the member names it; the plan fills the response's side
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Selection:
-    """FIELD=VALUE pairs, in the order given; every field is one of the spec's series key fields."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-    def matches(self, spec: Spec, key: tuple[Any, ...]) -> bool:
-        """A string key part matches its value exactly; an integer key part matches its decimal
-        spelling (``week=7`` matches 7), since a value on the command line is always a string."""
-        parts = dict(zip(spec.series.key, key, strict=True))
-        return all(_spelled(parts[name]) == value for name, value in self.pairs)
-
-    def text(self) -> str:
-        return ",".join(f"{name}={value}" for name, value in self.pairs)
-
-
-def _spelled(part: Any) -> str | None:
-    if type(part) is str:
-        return part
-    if type(part) is int:
-        return str(part)
-    return None
-
-
-def parse_selection(text: str, key_fields: Iterable[str]) -> Selection:
-    """``FIELD=VALUE[,FIELD=VALUE…]``; one sentence naming the fault when it cannot be used."""
-    fields = tuple(key_fields)
-    allowed = ", ".join(fields)
-    pairs: list[tuple[str, str]] = []
-    for item in text.split(","):
-        name, equals, value = item.partition("=")
-        name = name.strip()
-        if not equals:
-            raise SelectionError(f"--select {show(item)}: give FIELD=VALUE, e.g. {fields[0]}=c01 "
-                                 f"(fields: {allowed})")
-        if name not in fields:
-            raise SelectionError(f"--select: {show(name)} is not a series key field of the spec; "
-                                 f"select by {allowed}")
-        if value == "":
-            raise SelectionError(f"--select: {name} has an empty value; give {name}=VALUE")
-        if any(name == seen for seen, _ in pairs):
-            raise SelectionError(f"--select: {name} is given twice; give each field once")
-        pairs.append((name, value))
-    return Selection(pairs=tuple(pairs))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

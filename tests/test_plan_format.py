@@ -54,7 +54,7 @@ def test_the_same_inputs_give_byte_identical_plans_whatever_the_read_order(demo_
 
 def test_the_plan_file_says_what_it_holds(demo_plan):
     data = json.loads(dumps_plan(demo_plan))
-    assert data["format"] == "reconcile-plan" and data["format_version"] == "1.1"
+    assert data["format"] == "reconcile-plan" and data["format_version"] == "1.2"
     assert data["spec"]["sha256"] == load_spec("specs/checkins.yaml").sha256
     assert data["summary"] == {"create": 379, "link": 17, "fill": 2, "delete": 0, "overwrite": 0,
                                "findings": 21}
@@ -81,9 +81,9 @@ def test_every_op_names_its_series(demo_plan):
 
 def test_a_plan_of_an_earlier_minor_version_is_refused_with_what_to_do(demo_plan):
     data = json.loads(dumps_plan(demo_plan))
-    data["format_version"] = "1.0"
-    with pytest.raises(PlanFileError, match=r"p\.json: format_version '1\.0' was written by an earlier "
-                                            r"version.*reads 1\.1 and later.*reconcile plan"):
+    data["format_version"] = "1.1"
+    with pytest.raises(PlanFileError, match=r"p\.json: format_version '1\.1' was written by an earlier "
+                                            r"version.*reads 1\.2 and later.*reconcile plan"):
         loads_plan(json.dumps(data), "p.json")
 
 
@@ -101,6 +101,15 @@ def test_unknown_fields_are_ignored(demo_plan):
     (lambda d: d["ops"][-1]["fills"][0].update(before=3), "a fill's 'before' must be empty"),
     (lambda d: d.pop("ops"), "'ops' must be a list"),
     (lambda d: d["ops"][0].update(path="no-slash"), "is not a collection/document path"),
+    (lambda d: d.pop("selection"), "'selection' must be"),
+    (lambda d: d.update(selection={}), "selection must be null or name at least one series key field"),
+    (lambda d: d.update(selection={"clientId": ""}), "selection.clientId must not be empty"),
+    (lambda d: d.update(selection={"clientId": 7}), "selection.clientId must be a string, found 7"),
+    (lambda d: d.pop("source_file"), "'source_file' must be"),
+    (lambda d: d.update(source_file={"path": "snapshots/demo.json", "sha256": "0" * 64}),
+     "source_file.path must be an absolute path"),
+    (lambda d: d.update(source_file={"path": "/x/demo.json", "sha256": "abc"}),
+     "source_file.sha256 'abc' is not a sha256"),
 ])
 def test_a_malformed_or_dangerous_plan_is_refused(demo_plan, mutate, words):
     data = json.loads(dumps_plan(demo_plan))

@@ -28,6 +28,7 @@ from reconciler.errors import SelectionError
 from reconciler.model import CreateDocumentOp
 from reconciler.plan import build_plan
 from reconciler.render import render_series
+from reconciler.selection import Selection, parse_selection
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
 from reconciler.timeline import (
     DUPLICATE,
@@ -38,8 +39,6 @@ from reconciler.timeline import (
     TO_COMPLETE,
     TO_CREATE,
     TO_LINK,
-    Selection,
-    parse_selection,
     timelines,
 )
 
