@@ -398,7 +398,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        planned = commands.plan(spec_path, source, run.options, whole=True, select=select)
+        # Planned and applied in one run: checked against the data by each write's precondition
+        # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
+        planned = commands.plan(spec_path, source, run.options, whole=True, select=select, pin=False)
         if fmt != "json":
             _echo(render_plan(planned.plan, fmt))
         if not planned.plan.ops and fmt != "json":

@@ -45,7 +45,7 @@ COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0"
                         what="a spec comparison",
                         how_to_make="`reconcile plan --spec NEW --compare-spec OLD --format json`",
                         read=False)
-DRIFT = FileFormat(name="reconcile-drift", version="1.0", oldest="1.0", what="a drift report",
+DRIFT = FileFormat(name="reconcile-drift", version="1.1", oldest="1.0", what="a drift report",
                    how_to_make="`reconcile check --spec SPEC --source SRC --format json`")
 SERIES = FileFormat(name="reconcile-series", version="1.0", oldest="1.0", what="a series report",
                     how_to_make="`reconcile series --spec SPEC --source SRC --select FIELD=VALUE "

@@ -57,6 +57,7 @@ class Journal:
         self._record({**JOURNAL.header(), "event": "start", "operation": operation, "spec": plan.spec_name,
                       "spec_sha256": plan.spec_sha256,
                       "source": plan.source, "plan_read_time": encode(plan.read_time),
+                      "selection": None if plan.selection is None else dict(plan.selection.pairs),
                       "ops": len(plan.ops), "at": encode(now)})
 
     def not_sent(self, results: Sequence[OpResult]) -> None:

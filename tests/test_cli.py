@@ -26,6 +26,7 @@ from builders import (
 )
 
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
+from reconciler.spec import load_spec
 
 
 def digest(path: Path) -> str:
@@ -68,9 +69,13 @@ def test_plan_apply_check_on_a_copy_of_the_demo_converges_with_nothing_lost(demo
     assert check.returncode == 0 and "No drift: converged." in check.stdout
 
 
-def test_a_stale_saved_plan_is_skipped_not_forced_and_exits_2(demo, tmp_path):
+def test_a_stale_saved_plan_is_skipped_not_forced_and_exits_2(live, tmp_path):
+    """On a database (a snapshot file refuses a saved plan whose data changed: test_select.py),
+    a saved plan applied a second time finds every write done, skips each, and says so briefly."""
+    spec = load_spec(CHECKINS)
+    live.load(SnapshotStore(DEMO).read(spec.collections))
     plan_file = tmp_path / "plan.json"
-    reconcile("plan", "--spec", CHECKINS, "--source", demo, "--out", plan_file)
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", plan_file).returncode == 0
     assert reconcile("apply", plan_file).returncode == 0
     again = reconcile("apply", plan_file)
     assert again.returncode == 2

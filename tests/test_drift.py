@@ -12,7 +12,7 @@ import pytest
 from builders import CHECKINS, DEMO, A, R, assignment, checkins, due, plan_of, reconcile, response
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.drift import CLASSES, drift, drift_data
+from reconciler.drift import CLASSES, drift, drift_data, select_text
 from reconciler.model import Document
 from reconciler.plan import build_plan
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
@@ -91,7 +91,8 @@ def test_a_baseline_turns_only_new_findings_into_drift(tmp_path):
     assert new.returncode == 2, new.stderr
     data = json.loads(new.stdout)
     assert data["converged"] is False and data["classes"]["new_findings"]["count"] == 1
-    assert data["classes"]["new_findings"]["examples"] == [{"path": f"{R}/mess", "series": ""}]
+    assert data["classes"]["new_findings"]["examples"] == [
+        {"path": f"{R}/mess", "series": "", "select": None, "command": None}]
     assert data["baseline"] == {"path": str(baseline), "findings_new": 1, "findings_gone": 0}
 
 
@@ -137,8 +138,22 @@ def test_a_bad_baseline_is_one_sentence_and_nothing_is_written(tmp_path, content
 
 def test_the_report_is_the_same_from_the_cli_and_the_library(tmp_path):
     run = reconcile("check", "--spec", CHECKINS, "--source", DEMO, "--format", "json", "-q")
-    plan = build_plan(load_spec(CHECKINS), SnapshotStore(DEMO).read())
-    expected = drift_data(drift(plan))
+    spec = load_spec(CHECKINS)
+    plan = build_plan(spec, SnapshotStore(DEMO).read())
+    expected = drift_data(drift(plan, key_fields=spec.series.key))
     assert json.loads(run.stdout) == json.loads(json.dumps(expected))
     examples = expected["classes"]["weeks_missing"]["examples"]
     assert examples and {example["path"].split("/")[0] for example in examples} == {A}
+
+
+@pytest.mark.parametrize(("label", "select"), [
+    ("clientId=c01 formId=f-weekly", "clientId=c01,formId=f-weekly"),
+    ("clientId=7 formId=f1", "clientId=7,formId=f1"),
+    ("clientId=a b formId=f1", "clientId=a b,formId=f1"),
+    ("clientId=a,b formId=f1", None),  # --select cannot take a comma
+    ("clientId=x formId=y formId=f1", None),  # which " formId=" starts the field is not known
+    ("formId=f1 clientId=c01", None),
+    ("", None),
+])
+def test_a_series_label_is_read_back_as_its_select_only_when_unambiguous(label, select):
+    assert select_text(label, ("clientId", "formId")) == select
