@@ -10,6 +10,7 @@ know any file format.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -117,6 +118,34 @@ def write_atomically(path: str | Path, content: bytes | str, *, private: bool = 
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def create_new(path: str | Path, content: bytes) -> None:
+    """Create ``path`` (0600) holding ``content``, atomically and only if nothing is there: readers
+    see no file or the whole file, and a file another process created meanwhile is never replaced
+    (FileExistsError). The content is written to a temporary file, then linked to its name: a link
+    fails when the name exists, where a rename would replace what is there."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), PRIVATE_FILE)
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def sha256_of(path: str | Path) -> str:
+    """The sha256 of a regular file's bytes, read in pieces (a snapshot may be large)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        for piece in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def make_private_directory(directory: str | Path) -> None:
