@@ -36,6 +36,8 @@ from reconciler.render import (
     render_comparison_parts,
     render_plan,
     render_plan_parts,
+    render_restore,
+    render_restored,
     render_series,
     render_verification,
     to_json,
@@ -446,15 +448,21 @@ def _documents(state) -> int:
 
 
 def _confirm(planned: Plan, source: str) -> None:
-    if not sys.stdin.isatty():
-        raise ApplyRefused("refusing to apply without confirmation: standard input is not a "
-                           "terminal; review the plan and pass --auto-approve")
     s = planned.summary
-    answer = click.prompt(printable(f"Apply these {len(planned.ops)} document writes ({s.create} to create, "
-                                    f"{s.link} to link, {s.fill} to fill) to {source}? Only 'yes' is "
-                                    "accepted"), default="", show_default=False)
+    _ask("apply", f"Apply these {len(planned.ops)} document writes ({s.create} to create, {s.link} to "
+                  f"link, {s.fill} to fill) to {source}?")
+
+
+def _ask(verb: str, question: str, err: bool = False) -> None:
+    """Go on only when the operator types "yes" on a terminal; with no terminal, refuse (exit 1).
+    ``err``: ask and answer on stderr, when stdout is one JSON document."""
+    if not sys.stdin.isatty():
+        raise ApplyRefused(f"refusing to {verb} without confirmation: standard input is not a "
+                           "terminal; review the plan and pass --auto-approve")
+    answer = click.prompt(printable(f"{question} Only 'yes' is accepted"), default="", show_default=False,
+                          err=err)
     if answer.strip() != "yes":
-        click.echo("Apply cancelled; nothing was written.")
+        click.echo(f"{verb.capitalize()} cancelled; nothing was written.", err=err)
         raise _Exit(EXIT_OK)
 
 
@@ -592,6 +600,89 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
     run.finish(f"exported {_documents(state)} documents")
     counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
     click.echo(f"Wrote {out}: {counts}.")
+
+
+@cli.command()
+@click.argument("snapshot_path", metavar="SNAPSHOT")
+@click.option("--to", "target", required=True, metavar="TARGET",
+              help="Where to create the documents: firestore://PROJECT[/DATABASE] (the emulator when "
+                   "FIRESTORE_EMULATOR_HOST is set, else Application Default Credentials), or a snapshot "
+                   "file, created when it does not exist. Never SNAPSHOT itself.")
+@click.option("--collection", "collections", multiple=True, metavar="NAME",
+              help="Restore only this collection of the snapshot (repeat for more; default: every "
+                   "collection the snapshot holds). A name the snapshot does not hold is an error.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for a terminal, markdown for a comment (the plan), json for machines (one "
+                   "document: the plan, and the result once written; docs/plan-format.md).")
+@click.option("--dry-run", is_flag=True,
+              help="Show the plan and stop: read the snapshot and the target, write nothing, ask nothing.")
+@click.option("--auto-approve", is_flag=True, help="Restore without asking for confirmation.")
+@click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DIRECTORY, show_default=True,
+              help="Where the journal of the writes is written (an apply's format, its start line "
+                   "saying \"operation\": \"restore\").")
+@click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
+              help="Cap the write rate. Default: the 500/50/5 ramp on Firestore (start at 500/s, "
+                   "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
+              help="Documents per commit.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="List every skipped write with its reason (by default: one line per reason).")
+@quiet_option
+@timeout_option
+def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: str, dry_run: bool,
+            auto_approve: bool, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
+            verbose: bool, quiet: bool, timeout: float) -> None:
+    """Create the documents of SNAPSHOT that are missing at --to; never touch one that exists.
+
+    Create-only: each document of the snapshot that does not exist at the target is created with
+    the snapshot's exact values (every type: timestamps, references, bytes, geo points, maps,
+    arrays, integers and doubles); each write requires that its document does not exist. A
+    document already there is left as it is, and counted as identical (the same fields) or
+    different. Nothing is ever deleted or overwritten. For a staging copy, recovering documents
+    deleted by mistake from a backup, or loading the demo data into an empty emulator.
+
+    The plan is shown first, then confirmed ("yes"; refused without a terminal unless
+    --auto-approve). The writes are journaled like an apply's, in batches, under --timeout. Then
+    the target is re-read: every snapshot document present, those created equal to the snapshot,
+    those present before unchanged. A document created by someone else between the plan and the
+    write is skipped and reported, never forced; a killed restore run again creates only what is
+    still missing.
+
+    Exit 0 when every missing document was created, 2 when some were not (skipped) or the check
+    found a difference, 1 on error (nothing written).
+
+    \b
+    Load the demo data into an empty emulator:
+      export FIRESTORE_EMULATOR_HOST=127.0.0.1:8080
+      reconcile restore snapshots/demo.json --to firestore://demo-project --auto-approve
+    Bring back assignments deleted by mistake, from a backup `reconcile snapshot` wrote:
+      reconcile restore backup.json --to firestore://my-project --collection check_in_assignments
+    See what a staging copy in a new snapshot file would hold, writing nothing:
+      reconcile restore snapshots/demo.json --to /tmp/staging.json --dry-run
+    """
+    run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
+               batch_size=batch_size, timeout=timeout)
+    planned = commands.plan_restore(snapshot_path, target, collections, run.options)
+    plan = planned.plan
+    if dry_run:
+        run.finish(f"planned the restore of {plan.documents} documents")
+        _echo(render_restore(plan, fmt), fmt=fmt)
+        return
+    if fmt != "json":  # JSON output is one document: the report once written, plan included
+        _echo(render_restore(plan, fmt))
+    if plan.creates and not auto_approve:
+        _ask("restore", f"Create these {len(plan.creates)} documents at {target} ({len(plan.identical)} "
+                        f"present and identical, {len(plan.different)} present and different, left as "
+                        "they are)?", err=fmt == "json")
+    restored = commands.restore(planned, run.options)
+    run.finish(f"restored {restored.check.created} of {len(plan.creates)} documents")
+    if restored.journal and fmt != "json":
+        click.echo(f"Journal: {printable(str(restored.journal))}")
+    shown = "json" if fmt == "json" else "text"
+    _echo(render_restored(plan, restored.check, shown, verbose), fmt=shown)
+    if not restored.check.complete:
+        raise _Exit(EXIT_CHANGES)
 
 
 @cli.command()

@@ -7,6 +7,7 @@ stores, reading files); does not print, prompt or choose exit codes: that is the
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,6 +35,10 @@ from reconciler.kernel import Projection, projection, projection_union, reconcil
 from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
 from reconciler.plan import build_plan, loads_plan
 from reconciler.progress import Progress, Silent
+from reconciler.restore import RULE as RESTORE_RULE
+from reconciler.restore import RestoreCheck, RestorePlan, check_restore
+from reconciler.restore import plan_restore as build_restore
+from reconciler.restore import select as select_collections
 from reconciler.selection import equality_filters, parse_selection
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
@@ -59,8 +64,9 @@ class Options:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
-def open_store(source: str, options: Options | None = None) -> Store:
-    """A source is a snapshot file path, or ``firestore://PROJECT[/DATABASE]``."""
+def open_store(source: str, options: Options | None = None, create: bool = False) -> Store:
+    """A source is a snapshot file path, or ``firestore://PROJECT[/DATABASE]``. ``create``: a
+    snapshot file that does not exist reads as empty and is created by the first write."""
     options = options or Options()
     if source.startswith(FIRESTORE_SCHEME):
         return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
@@ -69,7 +75,7 @@ def open_store(source: str, options: Options | None = None) -> Store:
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "
                           "firestore://PROJECT[/DATABASE]")
-    return SnapshotStore(source)
+    return SnapshotStore(source, create=create)
 
 
 def _read(source: str | Store, options: Options | None, collections: tuple[str, ...],
@@ -248,7 +254,7 @@ def _selection_of(saved: Plan, spec: Spec, path: str) -> Selection | None:
     return Selection(pairs=tuple(sorted(saved.selection.pairs, key=lambda pair: order[pair[0]])))
 
 
-def target(saved: Plan) -> str:
+def plan_target(saved: Plan) -> str:
     """Where a saved plan applies: its pinned snapshot file (whatever the working directory), or
     its database."""
     return saved.source_file.path if saved.source_file is not None else saved.source
@@ -272,12 +278,12 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     options = options or Options()
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
-    store = open_store(target(saved), options)
+    store = open_store(plan_target(saved), options)
     derived = saved.ops if before is not None else None
     if before is None:
         before = _read(store, options, spec.collections, None, spec=spec, selection=saved.selection,
                        pin=saved.source_file is not None)
-        _same_file(saved, before)
+        _refuse_changed_file(saved, before)
     admission = admit(spec, saved, before, derived)
     results: list[OpResult] = list(admission.skipped)
     journal = None
@@ -308,7 +314,7 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
                    verification=verification)
 
 
-def _same_file(saved: Plan, before: State) -> None:
+def _refuse_changed_file(saved: Plan, before: State) -> None:
     """A saved plan was reviewed against one snapshot file's content: like a stale saved plan in
     Terraform, it is refused when the file holds anything else now (another file at that path,
     the app's writes since, or this plan applied already)."""
@@ -322,25 +328,29 @@ def _same_file(saved: Plan, before: State) -> None:
                        "FILE`")
 
 
-def _cause(error: BaseException, source: str) -> str:
+def _cause(error: BaseException, source: str, operation: str = "apply") -> str:
     if isinstance(error, ServerLost):
-        return f"lost the database during apply: {error}"
+        return f"lost the database during {operation}: {error}"
     if isinstance(error, KeyboardInterrupt):
-        return f"{source}: apply interrupted"
+        return f"{source}: {operation} interrupted"
     return str(error)
 
 
-def _interrupted(error: BaseException, journal: Journal, total: int, source: str) -> BaseException:
-    """An apply that ended before its last commit: say what was written, from the journal."""
+_RERUN_APPLY = ("Re-running apply is safe: nothing is written twice and every write keeps its "
+                "precondition; for a saved plan, make a new one with `reconcile plan` first.")
+
+
+def _interrupted(error: BaseException, journal: Journal, total: int, source: str,
+                 operation: str = "apply", rerun: str = _RERUN_APPLY) -> BaseException:
+    """A run that ended before its last commit: say what was written, from the journal."""
     if not isinstance(error, (KeyboardInterrupt, ReconcileError)):
         return error  # a bug: reported as one, with the journal already closed
-    cause = _cause(error, source)
+    cause = _cause(error, source, operation)
     doubt = (f", {journal.in_doubt} more were being committed and may or may not be" if journal.in_doubt
              else "")
     return ApplyInterrupted(
         f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
-        "Re-running apply is safe: nothing is written twice and every write keeps its precondition; "
-        "for a saved plan, make a new one with `reconcile plan` first.")
+        + rerun)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,3 +394,93 @@ def snapshot(source: str, out: str, spec_path: str | None = None, options: Optio
     state = open_store(source, options).read(collections)
     write_atomically(Path(out), snapshot_bytes(state))
     return state
+
+
+# -- restore -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestorePlanned:
+    plan: RestorePlan
+    before: State  # the target's restored collections, as the plan read them
+
+
+def plan_restore(snapshot_path: str, target: str, collections: tuple[str, ...] = (),
+                 options: Options | None = None) -> RestorePlanned:
+    """Read the snapshot file and the target's ``collections`` (default: every collection of the
+    snapshot), and decide what to create. Writes nothing; a target file that does not exist reads
+    as empty."""
+    if "://" in snapshot_path:
+        raise SourceError(f"{snapshot_path}: restore reads a snapshot file; export the database "
+                          "first with `reconcile snapshot --source SRC --out FILE`, then restore that file")
+    if _same_file(snapshot_path, target):
+        raise SourceError(f"refusing to restore {snapshot_path} onto itself: --to names the same file; "
+                          "give another snapshot file, or firestore://PROJECT[/DATABASE]")
+    snapshot_state = SnapshotStore(snapshot_path).read(pin=True)  # pinned: the digest of what is read
+    names = select_collections(snapshot_state, collections)
+    assert snapshot_state.file is not None
+    digest = snapshot_state.file.sha256
+    before = open_store(target, options, create=True).read(names)
+    return RestorePlanned(plan=build_restore(snapshot_state, before, names, digest), before=before)
+
+
+def _same_file(snapshot_path: str, target: str) -> bool:
+    if "://" in target:
+        return False
+    try:
+        return os.path.samefile(snapshot_path, target)
+    except OSError:  # one of them does not exist (yet): the same only by name
+        return Path(snapshot_path).resolve() == Path(target).resolve()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restored:
+    plan: RestorePlan
+    results: tuple[OpResult, ...]
+    check: RestoreCheck
+    journal: Path | None
+
+
+_RERUN_RESTORE = ("Re-running the same restore is safe: it creates only the documents still missing "
+                  "and never touches one that exists.")
+
+
+def restore(planned: RestorePlanned, options: Options | None = None) -> Restored:
+    """Create the plan's documents, each only where none exists, through the store's journaled
+    apply (batches, rate, deadlines, retries); then re-read the target and check the result."""
+    options = options or Options()
+    plan, before = planned.plan, planned.before
+    store = open_store(plan.target, options, create=True)
+    results: list[OpResult] = []
+    journal = None
+    if plan.creates:
+        journal = Journal(Path(options.journal_dir), _journal_plan(plan), before, options.clock(),
+                          operation="restore")
+        try:
+            results = store.apply([(op,) for op in plan.creates], options.clock(), journal, before)
+        except BaseException as error:
+            journal.close(options.clock(), error)
+            raise _interrupted(error, journal, len(plan.creates), plan.target, "restore",
+                               _RERUN_RESTORE) from error
+        journal.close(options.clock())
+    try:
+        after = store.read(plan.collections)
+    except (KeyboardInterrupt, ReconcileError) as error:
+        if journal is None:
+            raise
+        applied = sum(r.applied for r in results)
+        raise ApplyInterrupted(
+            f"{_cause(error, plan.target, 'restore')}, after the writes: {applied} of "
+            f"{len(plan.creates)} documents were created (journal: {journal.path}), but the re-read "
+            "that checks them did not finish; run the same restore again (with --dry-run) to see "
+            "what is present") from error
+    return Restored(plan=plan, results=tuple(results), check=check_restore(plan, before, after, results),
+                    journal=journal.path if journal else None)
+
+
+def _journal_plan(plan: RestorePlan) -> Plan:
+    """A restore's journal is an apply's journal: its start line names the restore where an
+    apply's names its spec, and the snapshot file's sha256 where an apply's has the spec's."""
+    return Plan(spec_name=RESTORE_RULE, spec_path=plan.snapshot, spec_sha256=plan.snapshot_sha256,
+                spec_text="", source=plan.target, read_time=plan.read_time, ops=plan.creates,
+                findings=())

@@ -6,9 +6,10 @@
     │   ├── FormatVersionError     a file declares a format major version this build does not read
     │   └── ServerLost             the database stopped answering within the deadline (mid-apply too)
     ├── PlanFileError              a saved plan file is unreadable or malformed
-    ├── SelectionError             a --select names no series key field, or matches no series
-    ├── ApplyInterrupted           apply stopped after some writes: what was written, and what next
-    └── ApplyRefused               apply will not start (no terminal to ask, plan for another source)
+    ├── SelectionError             a --select names no series key field, or matches no series; a
+    │                              --collection names no collection of the snapshot
+    ├── ApplyInterrupted           apply or restore stopped after some writes: what was written, what next
+    └── ApplyRefused               apply or restore will not start (no terminal to ask, wrong source)
         └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
 
 Every message names what went wrong, where (file:line:column or document path), and what to do.
@@ -48,11 +49,13 @@ class PlanFileError(ReconcileError):
 
 
 class SelectionError(ReconcileError):
-    """A --select is malformed, names a field that is not a series key field, or matches nothing."""
+    """A --select is malformed, names a field that is not a series key field, or matches nothing;
+    or a --collection names a collection the snapshot to restore does not hold."""
 
 
 class ApplyRefused(ReconcileError):
-    """Apply refuses to start: no terminal to confirm on, or the plan was made for another source."""
+    """Apply or restore refuses to start: no terminal to confirm on, or the plan was made for
+    another source."""
 
 
 class UnsafePlan(ApplyRefused):
@@ -64,4 +67,5 @@ class ServerLost(SourceError):
 
 
 class ApplyInterrupted(ReconcileError):
-    """An apply ended before its last commit (lost server, refused call, interrupt); says how far."""
+    """An apply or a restore ended before its last commit (lost server, refused call, interrupt);
+    says how far."""

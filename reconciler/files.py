@@ -139,6 +139,25 @@ def write_atomically(path: str | Path, content: bytes | str, *, private: bool = 
         raise
 
 
+def create_new(path: str | Path, content: bytes) -> None:
+    """Create ``path`` (0600) holding ``content``, atomically and only if nothing is there: readers
+    see no file or the whole file, and a file another process created meanwhile is never replaced
+    (FileExistsError). The content is written to a temporary file, then linked to its name: a link
+    fails when the name exists, where a rename would replace what is there."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), PRIVATE_FILE)
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
 def make_private_directory(directory: str | Path) -> None:
     """Create ``directory`` (and its parents) 0700 when it does not exist; an existing one is kept."""
     Path(directory).mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)

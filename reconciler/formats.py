@@ -51,7 +51,9 @@ SERIES = FileFormat(name="reconcile-series", version="1.0", oldest="1.0", what="
                     how_to_make="`reconcile series --spec SPEC --source SRC --select FIELD=VALUE "
                                 "--format json`",
                     read=False)
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES)
+RESTORE = FileFormat(name="reconcile-restore", version="1.0", oldest="1.0", what="a restore report",
+                     how_to_make="`reconcile restore SNAPSHOT --to TARGET --format json`", read=False)
+ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

@@ -16,10 +16,13 @@ from typing import Any
 from reconciler.audit import AuditReport
 from reconciler.audit_page import audit_page
 from reconciler.compare import Comparison, comparison_data, impact
+from reconciler.formats import RESTORE
 from reconciler.markdown import Block, Document, Table, codes, one_comment, split
 from reconciler.markdown import code as _code
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, Selection
 from reconciler.plan import dumps_plan
+from reconciler.restore import EXAMPLES as RESTORE_EXAMPLES
+from reconciler.restore import RestoreCheck, RestorePlan
 from reconciler.timeline import (
     DUPLICATE,
     ID_TAKEN,
@@ -34,7 +37,7 @@ from reconciler.timeline import (
     Timelines,
     timelines_data,
 )
-from reconciler.values import format_timestamp, printable, show
+from reconciler.values import encode, format_timestamp, printable, show
 from reconciler.verify import Verification
 
 
@@ -580,4 +583,163 @@ def _timeline_findings(findings, show_values: bool) -> list[str]:
 SERIES_FORMATS = {
     "text": _series_report_text,
     "json": lambda t, show_values: to_json(timelines_data(t, show_values)),
+}
+
+
+# -- restore -----------------------------------------------------------------------------------------
+
+
+def render_restore(plan: RestorePlan, fmt: str) -> str:
+    """The restore plan, shown before any write (JSON: the report with a null ``"result"``)."""
+    return RESTORE_FORMATS[fmt](plan)
+
+
+def render_restored(plan: RestorePlan, check: RestoreCheck, fmt: str, verbose: bool = False) -> str:
+    """After the writes: text, the check of the re-read (the plan was shown before); JSON, the whole
+    report, plan and result, as one document. ``verbose``: every skipped write on its own line."""
+    if fmt == "json":
+        return to_json(restore_data(plan, check))
+    return "\n".join(_restore_check_text(plan, check, verbose)) + "\n"
+
+
+def _restore_header(plan: RestorePlan) -> str:
+    made = f", made at {format_timestamp(plan.snapshot_read_time)}" if plan.snapshot_read_time else ""
+    read = f"read at {format_timestamp(plan.read_time)}" if plan.read_time else "a new file"
+    return (f"Restore {printable(plan.snapshot)} (sha256 {plan.snapshot_sha256[:12]}{made}) to "
+            f"{printable(plan.target)}, {read}")
+
+
+def _examples(paths: Sequence[str]) -> list[str]:
+    return list(paths[:RESTORE_EXAMPLES])
+
+
+def _restore_text(plan: RestorePlan) -> str:
+    lines = [_restore_header(plan), ""]
+    counts = plan.counts()
+    if counts:
+        rows = [("collection", "to create", "identical", "different")]
+        rows += [(printable(name), str(c.create), str(c.identical), str(c.different))
+                 for name, c in counts.items()]
+        width = max(len(row[0]) for row in rows)
+        lines += ["  " + row[0].ljust(width) + "".join(cell.rjust(11) for cell in row[1:]) for row in rows]
+        lines.append("")
+    else:
+        lines += ["The snapshot holds no collection: nothing to restore.", ""]
+    for kind, paths, marker, note in (
+            ("identical", plan.identical, "=", "the snapshot's fields"),
+            ("different", plan.different, "!", "other fields than the snapshot's; never overwritten")):
+        if paths:
+            lines.append(f"Present and {kind} ({len(paths)}; {note}, left as they are):")
+            lines += [f"  {marker} {printable(path)}" for path in _examples(paths)]
+            if len(paths) > RESTORE_EXAMPLES:
+                lines.append(f"  … and {len(paths) - RESTORE_EXAMPLES} more")
+            lines.append("")
+    lines.append(plan.line())
+    return "\n".join(lines) + "\n"
+
+
+def _restore_check_text(plan: RestorePlan, c: RestoreCheck, verbose: bool) -> list[str]:
+    yes = {True: "YES", False: "NO"}
+    others = set(c.changed_by_others)
+    changed_before = sum(path in others for path in (*plan.identical, *plan.different))
+    rewritten = len(others) - changed_before
+    rows = [
+        ("Snapshot documents present", f"{yes[not c.missing]}  ({c.present} of {c.expected})"),
+        ("Created as in the snapshot", f"{yes[not c.not_as_snapshot]}  ({c.as_snapshot} of {c.created} "
+                                       "created" + (f"; {rewritten} written again by another writer since)"
+                                                    if rewritten else ")")),
+        ("Present before, unchanged", f"YES  ({c.unchanged} of {c.present_before}"
+                                      + (f"; {changed_before} changed by another writer while the restore "
+                                         "ran)" if changed_before else ")")),
+        ("Writes skipped", str(len(c.skipped))),
+    ]
+    lines = ["Check (the target re-read after the writes):"]
+    lines += [f"  {name} {'.' * (28 - len(name))} {value}" for name, value in rows]
+    not_sent = {o.op.path for o in c.skipped}
+    gone = [path for path in c.missing if path not in not_sent]  # the skipped are listed below
+    for path in gone if verbose else gone[:SKIPS_NAMED]:
+        lines.append(f"  ! missing: {printable(path)}: deleted by another writer while the restore ran")
+    if len(gone) > SKIPS_NAMED and not verbose:
+        lines.append(f"  ! … and {len(gone) - SKIPS_NAMED} more missing")
+    for mismatch in c.not_as_snapshot:
+        lines.append(f"  ! not as in the snapshot: {printable(mismatch.path)}: {printable(mismatch.detail)}")
+    by_reason: dict[str, list[str]] = {}
+    for result in c.skipped:
+        by_reason.setdefault(result.reason, []).append(result.op.path)
+    for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        if verbose or len(paths) <= SKIPS_NAMED:
+            lines += [f"  ! skipped {printable(path)}: {printable(reason)}" for path in paths]
+        else:
+            lines.append(f"  ! skipped {len(paths)} writes: {printable(reason)} (e.g. "
+                         f"{', '.join(map(printable, paths[:SKIPS_NAMED]))})")
+    if c.skipped:
+        lines.append("  Skipped writes were not forced: a document that exists is never overwritten."
+                     + ("" if verbose else " --verbose lists each document."))
+    if c.changed_by_others:
+        lines.append(f"  Drift by another writer, not by this restore: {len(c.changed_by_others)} "
+                     "document(s) changed while it ran: "
+                     + ", ".join(map(printable, c.changed_by_others[:5]))
+                     + (" …" if len(c.changed_by_others) > 5 else ""))
+    problems = [f"{count} {text}" for count, text in ((len(c.skipped), "not created (never forced)"),
+                                                      (len(gone), "deleted by another writer"),
+                                                      (len(c.not_as_snapshot), "not as in the snapshot"))
+                if count]
+    verdict = ("complete, every document of the snapshot is present" if c.complete else
+               f"NOT complete: {', '.join(problems)}; `--dry-run` shows what is still missing")
+    lines.append(f"Restore: {c.created} created, {len(plan.identical)} identical, {len(plan.different)} "
+                 f"different, {len(c.skipped)} skipped; {verdict}.")
+    return lines
+
+
+def restore_data(plan: RestorePlan, check: RestoreCheck | None = None) -> dict[str, Any]:
+    """The JSON report (``formats.RESTORE``): paths and counts, no document value."""
+    result = None
+    if check is not None:
+        result = {
+            "expected": check.expected, "present": check.present, "missing": list(check.missing),
+            "created": check.created, "as_snapshot": check.as_snapshot,
+            "not_as_snapshot": [{"path": m.path, "detail": m.detail} for m in check.not_as_snapshot],
+            "present_before": check.present_before, "unchanged": check.unchanged,
+            "changed_by_others": list(check.changed_by_others),
+            "skipped": [{"path": r.op.path, "reason": r.reason} for r in check.skipped],
+            "complete": check.complete,
+        }
+    return {
+        **RESTORE.header(),
+        "snapshot": plan.snapshot,
+        "snapshot_sha256": plan.snapshot_sha256,
+        "snapshot_read_time": encode(plan.snapshot_read_time),
+        "target": plan.target,
+        "read_time": encode(plan.read_time),
+        "collections": {name: {"create": c.create, "identical": c.identical, "different": c.different}
+                        for name, c in plan.counts().items()},
+        "summary": {"create": len(plan.creates), "identical": len(plan.identical),
+                    "different": len(plan.different), "delete": 0, "overwrite": 0},
+        "examples": {"identical": _examples(plan.identical), "different": _examples(plan.different)},
+        "result": result,
+    }
+
+
+def _restore_markdown(plan: RestorePlan) -> str:
+    rows = [f"| {_code(name)} | {c.create} | {c.identical} | {c.different} |"
+            for name, c in plan.counts().items()]
+    items: list[Block | Table] = [Block((f"**{plan.line()}**", ""))]
+    if rows:
+        items.append(Block(("| collection | to create | present, identical | present, different |",
+                            "|---|---:|---:|---:|", *rows, "")))
+    for kind, paths in (("identical", plan.identical), ("different", plan.different)):
+        if paths:
+            items.append(Block((f"Present and {kind}, left as they are: {codes(paths, RESTORE_EXAMPLES)}",
+                                "")))
+    read = f"read at {format_timestamp(plan.read_time)}" if plan.read_time else "a new file"
+    items.append(Block((f"<sub>snapshot sha256 {_code(plan.snapshot_sha256[:12])}; target {read}</sub>",)))
+    return one_comment(Document(title=lambda part: f"### reconcile restore: {_code(plan.snapshot)} to "
+                                                   f"{_code(plan.target)}{part}",
+                                items=items, cut_note=""))
+
+
+RESTORE_FORMATS = {
+    "text": _restore_text,
+    "json": lambda plan: to_json(restore_data(plan)),
+    "markdown": _restore_markdown,
 }

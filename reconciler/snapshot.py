@@ -3,9 +3,11 @@
 Owns the file format (``format_version`` 1.x) and the snapshot store: reading a file into a State,
 and applying a plan's groups to it under the same preconditions Firestore enforces, then replacing
 the file atomically (``files.write_atomically``: its mode kept), so a crash leaves the old file or
-the new one. Must never read a value other than the one the file holds: a repeated key or an
-integer Firestore cannot hold is malformed input, never read as "the last copy" or as a float, so
-that rewriting a file cannot drop or change what nobody touched. Only regular files are read.
+the new one; a store opened with ``create`` (a restore's target) reads a missing file as empty and
+creates it at its first write, only if no other process has created it meanwhile. Must never
+read a value other than the one the file holds: a repeated key or an integer Firestore cannot hold
+is malformed input, never read as "the last copy" or as a float, so that rewriting a file cannot
+drop or change what nobody touched. Only regular files are read.
 
     {"format": "reconcile-snapshot", "format_version": "1.0", "source": "...",
      "read_time": {"$timestamp": "..."},
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -439,16 +442,21 @@ def write_atomically(path: str | Path, content: bytes | str) -> None:
 class SnapshotStore:
     """A snapshot file as a source: read it, or apply groups of ops to it under preconditions."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = False) -> None:
         self.source = str(path)
         # The file is fixed when the store is opened: a symbolic link re-pointed during a run must
         # not make its reads and its write reach different files.
         self.path = Path(path).resolve()
+        # ``create``: a missing file reads as an empty snapshot, and the first write creates it
+        # (a restore into a new file); otherwise a missing file is an error, as for any source.
+        self.create = create
 
     def read(self, collections: Iterable[str] | None = None, projection: Projection | None = None, *,
              pin: bool = False) -> State:
         """The file's documents; with ``pin``, the state also names the file by its absolute path
         and the sha256 of the bytes read, so that a saved plan applies to that file only."""
+        if self.create and not os.path.lexists(self.path):
+            return State(source=self.source, read_time=None, collections={})
         if not pin:
             return replace(read_snapshot(self.path, collections, projection), source=self.source)
         try:
@@ -474,13 +482,17 @@ class SnapshotStore:
         preconditions are checked against what it holds at this moment. The file then holds the
         data as of ``now``, its read time; a symbolic link is written through, so the file it names
         is the one replaced."""
+        new_file = self.create and not os.path.lexists(self.path)
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
         if any(result.applied for result in results):
             try:
                 content = snapshot_bytes(replace(new_state, read_time=now))
-                write_atomically(self.path, content)
+                if new_file:
+                    _create_new(self.path, content)
+                else:
+                    write_atomically(self.path, content)
             except (orjson.JSONEncodeError, SourceError) as error:
                 # The file is replaced whole or not at all: nothing of this commit was written.
                 if journal:
@@ -494,6 +506,18 @@ class SnapshotStore:
         if journal:
             journal.after_commit(number, results)
         return results
+
+
+def _create_new(path: Path, content: bytes) -> None:
+    """A new snapshot file, never one another process created since this run found none."""
+    try:
+        files.create_new(path, content)
+    except FileExistsError:
+        raise SourceError(f"{path}: the file was created by another process during this run; nothing "
+                          "was written to it. Run the command again to write to the file as it is "
+                          "now") from None
+    except OSError as error:
+        raise SourceError(f"{path}: cannot create the file ({error.strerror or error})") from error
 
 
 def apply_groups(state: State, groups: list[tuple[Op, ...]], now: datetime) -> tuple[State, list[OpResult]]:

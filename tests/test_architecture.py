@@ -12,7 +12,7 @@ import pytest
 from builders import ROOT
 
 ENGINE = ["kernel.py", "model.py", "plan.py", "verify.py", "audit.py", "audit_page.py", "render.py",
-          "values.py", "snapshot.py", "commands.py", "cli.py"]
+          "values.py", "snapshot.py", "commands.py", "cli.py", "restore.py"]
 APP_WORDS = ["check_in", "formResponses", "clientId", "formId", "recurringWeek", "isRecurring",
              "totalWeeks", "dueDate", "responseId", "assignmentId", "submittedAt", "completedAt"]
 

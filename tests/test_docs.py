@@ -4,9 +4,11 @@ every spec key is documented."""
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
 from datetime import datetime
 
-from builders import CHECKINS, DEMO, ROOT, with_cadence
+from builders import CHECKINS, DEMO, ROOT, reconcile, with_cadence
 
 from reconciler.plan import build_plan
 from reconciler.snapshot import SnapshotStore
@@ -24,6 +26,32 @@ def test_the_readme_gives_two_set_up_commands_and_ci_runs_the_test_one():
     assert "reconcile plan --spec specs/checkins.yaml --source snapshots/demo.json" in install_and_plan
     assert "pytest" in install_and_test
     assert install_and_test in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readmes_live_example_runs_from_an_empty_emulator(emulator, tmp_path):
+    """Every command of the live example, as written, on an empty emulator: the restore loads the
+    demo data, and the rest backs it up, plans, applies and converges."""
+    [block] = [block for block in shell_blocks(README) if "reconcile restore" in block]
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    export, *commands = [words for words in lines if words]
+    assert export[0] == "export" and export[1].startswith("FIRESTORE_EMULATOR_HOST=")
+    assert commands[0][:2] == ["reconcile", "restore"] and all(words[0] == "reconcile" for words in commands)
+    for path in ("snapshots/demo.json", "specs/checkins.yaml"):  # the repository's, read where it runs
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        shutil.copyfile(ROOT / path, tmp_path / path)
+    project = next(word for words in commands for word in words if word.startswith("firestore://"))
+    emulator.reset(project.removeprefix("firestore://"))
+    try:
+        for words in commands:
+            run = reconcile(*words[1:], cwd=tmp_path, env={"FIRESTORE_EMULATOR_HOST": emulator.host})
+            assert run.returncode == 0, (words, run.stdout, run.stderr)
+            if words[1] == "restore":
+                assert "Restore: 109 created, 0 identical, 0 different, 0 skipped; complete" in run.stdout
+                assert "Restore: 109 created, 0 identical, 0 different, 0 skipped; complete" in README
+            if words[1] == "apply":
+                assert "converged, nothing lost." in run.stdout
+    finally:
+        emulator.reset(project.removeprefix("firestore://"))
 
 
 def test_every_finding_code_the_demo_produces_is_documented_and_no_other():
