@@ -6,9 +6,10 @@
     │   ├── FormatVersionError     a file declares a format major version this build does not read
     │   └── ServerLost             the database stopped answering within the deadline (mid-apply too)
     ├── PlanFileError              a saved plan file is unreadable or malformed
+    ├── JournalError               a journal is unreadable, malformed, or not one a rollback undoes
     ├── SelectionError             a --select names no series key field, or matches no series
     ├── ApplyInterrupted           apply stopped after some writes: what was written, and what next
-    └── ApplyRefused               apply will not start (no terminal to ask, plan for another source)
+    └── ApplyRefused               apply or rollback will not start (no terminal to ask, another source)
         └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
 
 Every message names what went wrong, where (file:line:column or document path), and what to do.
@@ -47,12 +48,16 @@ class PlanFileError(ReconcileError):
     """A saved plan file is missing, malformed, or of an unknown format version."""
 
 
+class JournalError(ReconcileError):
+    """A journal is missing, malformed, cut off, of an unknown version, or a rollback's own."""
+
+
 class SelectionError(ReconcileError):
     """A --select is malformed, names a field that is not a series key field, or matches nothing."""
 
 
 class ApplyRefused(ReconcileError):
-    """Apply refuses to start: no terminal to confirm on, or the plan was made for another source."""
+    """Apply or rollback refuses to start: no terminal to confirm on, or made for another source."""
 
 
 class UnsafePlan(ApplyRefused):
