@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 from builders import CHECKINS, DEMO, ROOT, reconcile
+from faultproxy import FaultProxy
+from test_faults import CuttingJournal, journal_events, through
 
+from reconciler.journal import read_journal
 from reconciler.model import CreateDocumentOp, Document, FieldFill, FillFieldsOp, State, StatusTransition
 from reconciler.rollback import (
     ALREADY_AS_BEFORE,
@@ -36,6 +39,7 @@ from reconciler.rollback import (
     StatusReturn,
     Written,
     plan_rollback,
+    undo_to_data,
 )
 from reconciler.snapshot import SnapshotStore, snapshot_bytes
 from reconciler.values import MISSING, canonical
@@ -496,3 +500,69 @@ def test_rollback_on_a_snapshot_file_gives_back_the_file_s_data(tmp_path):
     run = reconcile("rollback", journal, "--auto-approve", "--journal-dir", tmp_path / "j")
     assert run.returncode == 2 and f"! rollback.changed_since  {week}" in run.stdout
     assert SnapshotStore(source).read().find(week).fields == {**later.fields, "x": 1}
+
+
+# -- the server fails during a rollback -----------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(emulator):
+    with FaultProxy(emulator.host) as running:
+        yield running
+        assert running.errors == []
+
+
+def test_a_rollback_commit_whose_reply_is_lost_is_recognised_on_the_retry(live, proxy, monkeypatch,
+                                                                          tmp_path):
+    live.load(demo_state())
+    before = live.read()
+    past = read_journal(str(apply_demo(live.source, tmp_path / "j")))
+    store = through(proxy, live.source, monkeypatch, batch_size=50, timeout=30)
+    paths = sorted({w.op.path for w in past.written})
+    read = store.read_documents(paths)
+    plan = plan_rollback(past, {path: read.find(path) for path in paths}, read.read_time)
+    journal = CuttingJournal(tmp_path / "own", plan, read, datetime.now(UTC), operation="rollback",
+                             encode_op=undo_to_data, proxy=proxy, at=2)  # batch 2: deletes only
+    results = store.undo(plan.groups(), datetime.now(UTC), journal)
+    journal.close(datetime.now(UTC))
+    assert proxy.stats()["cuts"] == 1
+    assert all(r.applied for r in results), [r.reason for r in results if not r.applied]
+    confirmed = [r for r in results if r.reason == "confirmed after a retried commit"]
+    assert confirmed and all(isinstance(r.op, DeleteDocumentOp) and r.written_at is None for r in confirmed)
+    assert contents(live.read()) == contents(before)
+    assert journal_events(tmp_path / "own")[-1]["applied"] == 407
+
+
+def test_losing_the_server_mid_rollback_is_one_sentence_and_the_rerun_finishes(live, proxy, tmp_path):
+    live.load(demo_state())
+    before = live.read()
+    journal = apply_demo(live.source, tmp_path / "j")
+    own = tmp_path / "own"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "rollback", str(journal), "--auto-approve", "--batch-size", "5",
+         "--max-writes-per-second", "100", "--quiet", "--timeout", "4", "--journal-dir", str(own)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "FIRESTORE_EMULATOR_HOST": proxy.host},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        journals = list(own.glob("*.jsonl"))
+        if journals and journals[0].read_text().count('"event": "result"') >= 3:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the rollback finished before the server could be lost"
+    proxy.blackhole()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert "lost the database during rollback" in stderr
+    assert f"Re-running `reconcile rollback {journal}` is safe" in stderr
+    events = journal_events(own)
+    end = events[-1]
+    assert end["event"] == "end" and end["outcome"] == "failed"
+    assert f"{end['applied']} of 407 undo writes were applied" in stderr and end["applied"] >= 15
+
+    proxy.close()
+    rerun = reconcile("rollback", journal, "--auto-approve", "--journal-dir", own)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "rollback.changed_since" not in rerun.stdout
+    assert contents(live.read()) == contents(before)
