@@ -20,8 +20,16 @@ from builders import CHECKINS, DEMO, ROOT, reconcile
 from faultproxy import FaultProxy
 from test_faults import CuttingJournal, journal_events, through
 
-from reconciler.journal import read_journal
-from reconciler.model import CreateDocumentOp, Document, FieldFill, FillFieldsOp, State, StatusTransition
+from reconciler.journal import Journal, read_journal
+from reconciler.model import (
+    CreateDocumentOp,
+    Document,
+    FieldFill,
+    FillFieldsOp,
+    Plan,
+    State,
+    StatusTransition,
+)
 from reconciler.rollback import (
     ALREADY_AS_BEFORE,
     APPLIED,
@@ -500,6 +508,25 @@ def test_rollback_on_a_snapshot_file_gives_back_the_file_s_data(tmp_path):
     run = reconcile("rollback", journal, "--auto-approve", "--journal-dir", tmp_path / "j")
     assert run.returncode == 2 and f"! rollback.changed_since  {week}" in run.stdout
     assert SnapshotStore(source).read().find(week).fields == {**later.fields, "x": 1}
+
+
+def test_the_creates_a_restore_journaled_are_deleted_and_nothing_else(tmp_path):
+    """A restore's journal has an apply's shape, with create ops only: its creates are undone."""
+    source = tmp_path / "data.json"
+    shutil.copy(DEMO, source)
+    before = SnapshotStore(source).read()
+    missing = [Document(R, f"restored-{n}", {"clientId": "c01", "score": n}) for n in range(3)]
+    plan = Plan(spec_name="demo", spec_path="", spec_sha256="", spec_text="", source=str(source),
+                read_time=None, findings=(), ops=tuple(CreateDocumentOp(path=d.path, fields=d.fields,
+                                                                        rules=("restore",)) for d in missing))
+    journal = Journal(tmp_path / "j", plan, before, datetime.now(UTC), operation="restore")
+    results = SnapshotStore(source).apply([(op,) for op in plan.ops], datetime.now(UTC), journal)
+    journal.close(datetime.now(UTC))
+    assert all(r.applied for r in results) and journal.path.name.endswith("-demo-restore.jsonl")
+    run = reconcile("rollback", journal.path, "--auto-approve", "--journal-dir", tmp_path / "j")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Rollback of the restore recorded in" in run.stdout and "3 to delete, 0 to restore" in run.stdout
+    assert contents(SnapshotStore(source).read()) == contents(before)
 
 
 # -- the server fails during a rollback -----------------------------------------------------------------
