@@ -30,6 +30,7 @@ from reconciler.plan import plan_bytes
 from reconciler.render import (
     AUDIT_FORMATS,
     PLAN_FORMATS,
+    ROLLBACK_FORMATS,
     SERIES_FORMATS,
     render_audit,
     render_comparison,
@@ -38,6 +39,8 @@ from reconciler.render import (
     render_plan_parts,
     render_restore,
     render_restored,
+    render_rollback,
+    render_rollback_check,
     render_series,
     render_verification,
     to_json,
@@ -47,7 +50,7 @@ from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 FORMATS = click.Choice(list(PLAN_FORMATS))
-_COLOURS = {"+": "green", "~": "yellow", "!": "red"}
+_COLOURS = {"+": "green", "~": "yellow", "!": "red", "-": "red"}
 
 spec_option = click.option("--spec", "spec_path", required=True, metavar="SPEC",
                            help="The YAML spec, e.g. specs/checkins.yaml.")
@@ -682,6 +685,81 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
     shown = "json" if fmt == "json" else "text"
     _echo(render_restored(plan, restored.check, shown, verbose), fmt=shown)
     if not restored.check.complete:
+        raise _Exit(EXIT_CHANGES)
+
+
+@cli.command()
+@click.argument("journal_file", metavar="JOURNAL")
+@click.option("--source", metavar="SRC",
+              help="A check: refuse (exit 1, nothing written) unless the journal's source is SRC. The "
+                   "rollback always writes to the source the journal names.")
+@click.option("--auto-approve", is_flag=True, help="Roll back without asking for confirmation.")
+@click.option("--dry-run", is_flag=True,
+              help="Show the rollback plan and stop; writes nothing (exit 0, or 2 when some writes "
+                   "would be left as they are).")
+@click.option("--format", "fmt", type=click.Choice(list(ROLLBACK_FORMATS)), default="text",
+              show_default=True,
+              help="text for a terminal, markdown for a ticket or a comment (no document value), json "
+                   "for machines: one document, the rollback report (docs/plan-format.md).")
+@click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DIRECTORY, show_default=True,
+              help="Where the rollback's own journal (its deletes, clears, before-values, outcomes) is "
+                   "written.")
+@click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
+              help="Cap the write rate. Default: the 500/50/5 ramp on Firestore; no cap on the "
+                   "emulator or a snapshot file.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
+              help="Writes per commit (a link's undo is never split across commits).")
+@quiet_option
+@timeout_option
+def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run: bool, fmt: str,
+             journal_dir: Path, max_writes_per_second: float | None, batch_size: int, quiet: bool,
+             timeout: float) -> None:
+    """Undo the writes one past apply (or restore) recorded in JOURNAL, where nobody has touched
+    the documents since.
+
+    Writes to the source the journal names (--source only checks it). A document the run created
+    is deleted, and a document it filled gets exactly its empty values back (a missing field
+    removed, null, or "") and its status moved back; each write only if the document's update time
+    is still the one the run's write left, and it holds exactly what the journal says the run
+    wrote. A link is undone whole or not at all. Everything else is left as it is and listed with
+    why: changed or deleted since, in doubt (the run died before recording a commit's outcome), or
+    not what the journal describes. Documents already as they were before the run are recognised,
+    so a rollback that was stopped can be run again to finish. The only command that deletes.
+
+    Shows the rollback plan, asks (unless --auto-approve; refuses without a terminal), writes its
+    own journal, then re-reads every document it wrote. Exit 0 when every write of the run is
+    undone, 2 when some were left as they are or skipped, 1 on bad input (nothing written). The
+    journal of a rollback is refused: a rollback is not undone by another.
+
+    \b
+    Undo the apply whose journal the apply printed:
+      reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl \\
+        --source firestore://my-project --dry-run
+      reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl
+    """
+    run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
+               batch_size=batch_size, timeout=timeout)
+    planned = commands.plan_undo(journal_file, source, run.options)
+    plan = planned.plan
+    writes = bool(plan.ops) and not dry_run
+    if fmt != "json" or not writes:  # JSON is one document: with writes, the report at the end
+        _echo(render_rollback(plan, fmt), fmt=fmt)
+    if not writes:
+        run.finish(f"planned the rollback of {len(planned.past.written)} journaled writes")
+        if plan.left:
+            raise _Exit(EXIT_CHANGES)
+        return
+    if not auto_approve:
+        _ask("roll back", f"Undo these {len(plan.ops)} document writes ({plan.deletes} to delete, "
+                          f"{plan.restores} to restore) in {plan.source}?", err=fmt == "json")
+    rolled = commands.undo(planned, run.options)
+    run.finish(f"undid {sum(r.applied for r in rolled.results)} of {len(rolled.results)} writes")
+    if rolled.journal and fmt != "json":
+        click.echo(f"Journal: {printable(str(rolled.journal))}")
+    _echo(render_rollback_check(plan, rolled.check, "json" if fmt == "json" else "text"),
+          fmt="json" if fmt == "json" else "text")
+    if not rolled.check.complete:
         raise _Exit(EXIT_CHANGES)
 
 

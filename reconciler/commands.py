@@ -30,7 +30,7 @@ from reconciler.errors import (
 )
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
-from reconciler.journal import DEFAULT_DIRECTORY, Journal
+from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal
 from reconciler.kernel import Projection, projection, projection_union, reconcile
 from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
 from reconciler.plan import build_plan, loads_plan
@@ -39,10 +39,18 @@ from reconciler.restore import RULE as RESTORE_RULE
 from reconciler.restore import RestoreCheck, RestorePlan, check_restore
 from reconciler.restore import plan_restore as build_restore
 from reconciler.restore import select as select_collections
+from reconciler.rollback import (
+    PastRun,
+    RollbackCheck,
+    RollbackPlan,
+    check_rollback,
+    plan_rollback,
+    undo_to_data,
+)
 from reconciler.selection import equality_filters, parse_selection
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
-from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore
+from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore, parse_source
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, timelines
 from reconciler.values import printable
@@ -351,6 +359,85 @@ def _interrupted(error: BaseException, journal: Journal, total: int, source: str
     return ApplyInterrupted(
         f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
         + rerun)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedRollback:
+    past: PastRun
+    read: State  # the documents the journal names, as read for the plan
+    plan: RollbackPlan
+
+
+def plan_undo(journal: str, source: str | None = None, options: Options | None = None) -> PlannedRollback:
+    """Read a journal, and the documents it names from the source it names, and decide what of its
+    run may be undone. ``source``: a check only; the journal's own source is the one written."""
+    past = read_journal(journal)
+    if source is not None and not same_source(source, past.source):
+        raise ApplyRefused(f"{journal}: the journal records writes to {past.source}, not to {source}; "
+                           "a rollback writes only to the source its journal names. Nothing was written")
+    paths = sorted({written.op.path for written in past.written})
+    read = open_store(past.source, options).read_documents(paths)
+    current = {path: read.find(path) for path in paths}
+    return PlannedRollback(past=past, read=read, plan=plan_rollback(past, current, read.read_time))
+
+
+def same_source(given: str, journaled: str) -> bool:
+    """The same database (``firestore://p`` is ``firestore://p/(default)``), or the same file."""
+    if given.startswith(FIRESTORE_SCHEME) or journaled.startswith(FIRESTORE_SCHEME):
+        return (given.startswith(FIRESTORE_SCHEME) and journaled.startswith(FIRESTORE_SCHEME)
+                and parse_source(given) == parse_source(journaled))
+    return Path(given).resolve() == Path(journaled).resolve()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolledBack:
+    planned: PlannedRollback
+    results: tuple[OpResult, ...]
+    check: RollbackCheck
+    journal: Path | None
+
+
+def undo(planned: PlannedRollback, options: Options | None = None) -> RolledBack:
+    """Write the rollback plan's undo groups under their preconditions, journaled, then re-read
+    every document it wrote and check that each is gone or back to its values before the run."""
+    options = options or Options()
+    plan, past = planned.plan, planned.past
+    store = open_store(plan.source, options)
+    results: list[OpResult] = []
+    journal = None
+    if plan.ops:
+        undoes = {"journal": past.journal, "sha256": past.sha256, "operation": past.operation}
+        journal = Journal(Path(options.journal_dir), plan, planned.read, options.clock(),
+                          operation="rollback", undoes=undoes, encode_op=undo_to_data)
+        try:
+            results = store.undo(plan.groups(), options.clock(), journal)
+        except BaseException as error:
+            journal.close(options.clock(), error)
+            if not isinstance(error, (KeyboardInterrupt, ReconcileError)):
+                raise
+            raise ApplyInterrupted(
+                f"{_cause(error, plan.source).replace('during apply', 'during rollback')}. "
+                f"{journal.applied} of {len(plan.ops)} undo writes were applied"
+                + (f", {journal.in_doubt} more were being committed and may or may not be"
+                   if journal.in_doubt else "")
+                + f" (journal: {journal.path}). Re-running `reconcile rollback {past.journal}` is safe: what "
+                "is already undone is recognised as such") from error
+        journal.close(options.clock())
+    paths = [op.path for op in plan.ops]
+    try:
+        after = store.read_documents(paths)
+    except (KeyboardInterrupt, ReconcileError) as error:
+        if journal is None:
+            raise
+        raise ApplyInterrupted(
+            f"{_cause(error, plan.source)}, after the writes: {sum(r.applied for r in results)} of "
+            f"{len(plan.ops)} undo writes were applied (journal: {journal.path}), but the re-read that "
+            f"checks them did not finish; run `reconcile rollback {past.journal} --dry-run` to see what "
+            "is left") from error
+    check = check_rollback(plan, {path: planned.read.find(path) for path in paths}, results,
+                           {path: after.find(path) for path in paths})
+    return RolledBack(planned=planned, results=tuple(results), check=check,
+                      journal=journal.path if journal else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,10 +6,11 @@
     │   ├── FormatVersionError     a file declares a format major version this build does not read
     │   └── ServerLost             the database stopped answering within the deadline (mid-apply too)
     ├── PlanFileError              a saved plan file is unreadable or malformed
+    ├── JournalError               a journal is unreadable, malformed, or not one a rollback undoes
     ├── SelectionError             a --select names no series key field, or matches no series; a
     │                              --collection names no collection of the snapshot
-    ├── ApplyInterrupted           apply or restore stopped after some writes: what was written, what next
-    └── ApplyRefused               apply or restore will not start (no terminal to ask, wrong source)
+    ├── ApplyInterrupted           a run stopped after some writes: what was written, and what next
+    └── ApplyRefused               a run that writes will not start (no terminal to ask, wrong source)
         └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
 
 Every message names what went wrong, where (file:line:column or document path), and what to do.
@@ -48,14 +49,18 @@ class PlanFileError(ReconcileError):
     """A saved plan file is missing, malformed, or of an unknown format version."""
 
 
+class JournalError(ReconcileError):
+    """A journal is missing, malformed, cut off, of an unknown version, or a rollback's own."""
+
+
 class SelectionError(ReconcileError):
     """A --select is malformed, names a field that is not a series key field, or matches nothing;
     or a --collection names a collection the snapshot to restore does not hold."""
 
 
 class ApplyRefused(ReconcileError):
-    """Apply or restore refuses to start: no terminal to confirm on, or the plan was made for
-    another source."""
+    """Apply, restore or rollback refuses to start: no terminal to confirm on, or made for another
+    source."""
 
 
 class UnsafePlan(ApplyRefused):
@@ -67,5 +72,5 @@ class ServerLost(SourceError):
 
 
 class ApplyInterrupted(ReconcileError):
-    """An apply or a restore ended before its last commit (lost server, refused call, interrupt);
+    """An apply, a restore or a rollback ended before its last commit (lost server, refused call, interrupt);
     says how far."""

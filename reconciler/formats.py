@@ -39,7 +39,7 @@ PLAN = FileFormat(name="reconcile-plan", version="1.2", oldest="1.2", what="a pl
                   how_to_make="`reconcile plan --spec SPEC --source SRC --out FILE`")
 SNAPSHOT = FileFormat(name="reconcile-snapshot", version="1.0", oldest="1.0", what="a snapshot file",
                       how_to_make="`reconcile snapshot --source SRC --out FILE`")
-JOURNAL = FileFormat(name="reconcile-journal", version="1.1", oldest="1.0", what="a journal",
+JOURNAL = FileFormat(name="reconcile-journal", version="1.2", oldest="1.0", what="a journal",
                      how_to_make="`reconcile apply`")
 COMPARISON = FileFormat(name="reconcile-comparison", version="1.0", oldest="1.0",
                         what="a spec comparison",
@@ -53,7 +53,9 @@ SERIES = FileFormat(name="reconcile-series", version="1.0", oldest="1.0", what="
                     read=False)
 RESTORE = FileFormat(name="reconcile-restore", version="1.0", oldest="1.0", what="a restore report",
                      how_to_make="`reconcile restore SNAPSHOT --to TARGET --format json`", read=False)
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE)
+ROLLBACK = FileFormat(name="reconcile-rollback", version="1.0", oldest="1.0", what="a rollback report",
+                      how_to_make="`reconcile rollback JOURNAL --format json`", read=False)
+ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE, ROLLBACK)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

@@ -14,32 +14,57 @@ server, an interrupt) and counts only what the result lines say. The file is cre
     {"event": "result", "batch": 1, "results": [{"path", "applied", "reason", "update_time"}]}
     {"event": "end", "outcome": "completed" | "failed", "error": str | null,
      "applied": N, "skipped": N, "in_doubt": N, "at": ...}
+
+A rollback's journal (format 1.2) has the same lines: its start line says ``"operation":
+"rollback"`` and names the journal it undoes (``"undoes": {"journal", "sha256", "operation"}``),
+and its commit lines hold undo ops (``delete_document``, ``clear_fields``: ``rollback.undo_to_data``).
+``read_journal`` reads an apply's or a restore's journal back, strictly, for a rollback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from reconciler.errors import SourceError
-from reconciler.files import PRIVATE_FILE, make_private_directory
-from reconciler.formats import JOURNAL
-from reconciler.model import Op, OpResult, Plan, State
-from reconciler.plan import op_to_data
-from reconciler.values import encode, encode_fields
+from reconciler.errors import JournalError, SourceError
+from reconciler.files import PRIVATE_FILE, FileProblem, make_private_directory, open_regular
+from reconciler.formats import JOURNAL, check_version
+from reconciler.model import Document, OpResult, State
+from reconciler.plan import decode_op, op_to_data, strict_json
+from reconciler.rollback import APPLIED, IN_DOUBT, SKIPPED, UNDOABLE, PastRun, Written
+from reconciler.values import decode, decode_fields, encode, encode_fields, printable
 
 DEFAULT_DIRECTORY = Path(".reconcile") / "journal"
 
 
+class Run(Protocol):
+    """What a journal's start line names: a plan, or a rollback plan."""
+
+    @property
+    def spec_name(self) -> str: ...
+    @property
+    def spec_sha256(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def read_time(self) -> datetime | None: ...
+    @property
+    def ops(self) -> Sequence[Any]: ...
+
+
 class Journal:
-    def __init__(self, directory: Path, plan: Plan, before: State, now: datetime,
-                 operation: str = "apply") -> None:
+    def __init__(self, directory: Path, plan: Run, before: State, now: datetime,
+                 operation: str = "apply", undoes: dict[str, Any] | None = None,
+                 encode_op: Callable[[Any], dict[str, Any]] = op_to_data) -> None:
+        """``undoes``: for a rollback, the journal it undoes; ``encode_op``: how its ops are written."""
         self.before = before
+        self.encode_op = encode_op
         self.batches = 0
         self.applied = self.skipped = 0
         self.open_batches: dict[int, int] = {}  # batch → ops sent, whose outcome is not yet known
@@ -47,32 +72,34 @@ class Journal:
             make_private_directory(directory)
             stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.spec_name)[:60] or "spec"
-            self.path = directory / f"{stamp}-{name}.jsonl"
+            kind = "" if operation == "apply" else f"-{operation}"
+            self.path = directory / f"{stamp}-{name}{kind}.jsonl"
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                          PRIVATE_FILE)
             self._file = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as error:
-            raise SourceError(f"{directory}: cannot write the apply journal ({error.strerror}); "
+            raise SourceError(f"{directory}: cannot write the {operation} journal ({error.strerror}); "
                               "pass --journal-dir with a writable directory") from error
         self._record({**JOURNAL.header(), "event": "start", "operation": operation, "spec": plan.spec_name,
                       "spec_sha256": plan.spec_sha256,
                       "source": plan.source, "plan_read_time": encode(plan.read_time),
                       "selection": None if plan.selection is None else dict(plan.selection.pairs),
-                      "ops": len(plan.ops), "at": encode(now)})
+                      "ops": len(plan.ops), "at": encode(now),
+                      **({"undoes": undoes} if undoes is not None else {})})
 
     def not_sent(self, results: Sequence[OpResult]) -> None:
         """Ops skipped without being sent: stale since the plan, or beyond what Firestore accepts."""
         self.skipped += len(results)
         self._record({"event": "not_sent", "results": _results(results)})
 
-    def before_commit(self, ops: Sequence[Op]) -> int:
+    def before_commit(self, ops: Sequence[Any]) -> int:
         self.batches += 1
         before: dict[str, Any] = {}
         for op in ops:
             doc = self.before.find(op.path)
             before[op.path] = None if doc is None else {
                 "update_time": encode(doc.update_time), "fields": encode_fields(doc.fields)}
-        self._record({"event": "commit", "batch": self.batches, "ops": [op_to_data(op) for op in ops],
+        self._record({"event": "commit", "batch": self.batches, "ops": [self.encode_op(op) for op in ops],
                       "before": before})
         self.open_batches[self.batches] = len(ops)
         return self.batches
@@ -105,3 +132,187 @@ class Journal:
 def _results(results: Sequence[OpResult]) -> list[dict[str, Any]]:
     return [{"path": r.op.path, "applied": r.applied, "reason": r.reason,
              "update_time": encode(r.written_at)} for r in results]
+
+
+# -- reading a journal back, for a rollback --------------------------------------------------------
+# A journal is the record a rollback trusts to decide what it may delete, so it is read as strictly
+# as a plan file: every line whole and of a known shape, each result line matching its commit line
+# op for op. Anything else refuses the whole journal before anything is read from the source.
+
+
+def read_journal(path: str) -> PastRun:
+    """The writes an apply's or a restore's journal records. JournalError, one sentence naming the
+    file and line, for anything else (a rollback's own journal included)."""
+    try:
+        handle = open_regular(path)
+    except FileNotFoundError:
+        raise JournalError(f"{path}: journal not found; give the file `reconcile apply` printed after "
+                           "\"Journal:\" (under .reconcile/journal/ unless --journal-dir said "
+                           "otherwise)") from None
+    except FileProblem as problem:
+        raise JournalError(f"{path}: {problem}; give a journal file") from None
+    digest = hashlib.sha256()
+    with handle:
+        try:
+            lines = []
+            for line in handle:
+                digest.update(line)
+                lines.append(line)
+        except OSError as error:
+            raise JournalError(f"{path}: cannot read the journal ({error.strerror})") from error
+    return _Reader(path, lines, digest.hexdigest()).read()
+
+
+class _Reader:
+    def __init__(self, where: str, lines: list[bytes], sha256: str) -> None:
+        self.where, self.lines, self.sha256 = where, lines, sha256
+
+    def fail(self, number: int, problem: str) -> JournalError:
+        return JournalError(f"{self.where}:{number}: {problem}; nothing was written")
+
+    def parse(self, number: int) -> dict[str, Any]:
+        raw = self.lines[number - 1]
+        if not raw.endswith(b"\n"):
+            last = number == len(self.lines)
+            raise self.fail(number, "the line is cut off (the run was stopped while writing it)" + (
+                "; remove this last line to roll back what the complete lines record (a commit line "
+                "cut off was never sent; a result line cut off leaves its commit in doubt, which the "
+                "rollback reports)" if last and number > 1 else ""))
+        try:
+            data = strict_json(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise self.fail(number, f"not UTF-8 text (byte {error.start})") from None
+        except json.JSONDecodeError as error:
+            raise self.fail(number, f"not valid JSON ({error.msg}, column {error.colno})") from None
+        except ValueError as error:
+            raise self.fail(number, printable(str(error))) from None
+        except RecursionError:
+            raise self.fail(number, "nested too deeply to be a journal line") from None
+        if type(data) is not dict or type(data.get("event")) is not str:
+            raise self.fail(number, 'not a journal line (a JSON object with an "event")')
+        return data
+
+    def read(self) -> PastRun:
+        if not self.lines:
+            raise JournalError(f"{self.where}: the file is empty, not a journal; give the file "
+                               "`reconcile apply` printed after \"Journal:\"")
+        try:
+            start = self.parse(1)
+        except JournalError:  # say what the file is not, and nothing of what it holds
+            start = None
+        version = check_version(start, self.where, JOURNAL, JournalError)
+        assert start is not None
+        if start.get("event") != "start":
+            raise self.fail(1, "the first line of a journal is its start line")
+        operation = start.get("operation", "apply" if version == "1.0" else None)
+        if operation == "rollback":
+            raise JournalError(f"{self.where}: this is the journal of a rollback, which is not undone by "
+                               "another rollback (to write the spec's changes again, run `reconcile "
+                               "apply`); nothing was written")
+        if operation not in UNDOABLE:
+            raise self.fail(1, f"operation {printable(repr(operation))[:40]} is not one a rollback undoes "
+                               f"({' or '.join(UNDOABLE)})")
+        source = start.get("source")
+        if type(source) is not str or not source:
+            raise self.fail(1, "the start line names no source")
+        commits: list[list[tuple[Any, Document | None]]] = []  # per batch: (op, before) in order
+        outcomes: dict[int, list[tuple[str, datetime | None]]] = {}  # batch → its result line's
+        ended = False
+        for number in range(2, len(self.lines) + 1):
+            data = self.parse(number)
+            if ended:
+                raise self.fail(number, "a line after the journal's end line")
+            event = data["event"]
+            if event == "commit":
+                if data.get("batch") != len(commits) + 1:
+                    raise self.fail(number, f"commit line for batch {len(commits) + 1} expected")
+                commits.append(self.commit(data, number))
+            elif event == "result":
+                batch = data.get("batch")
+                if type(batch) is not int or not 1 <= batch <= len(commits) or batch in outcomes:
+                    raise self.fail(number, "a result line for a batch with no commit line awaiting it")
+                outcomes[batch] = self.result(data, number, commits[batch - 1])
+            elif event == "not_sent":
+                self.results(data, number)
+            elif event == "end":
+                ended = True
+            # Another event is one a later minor version added: readers ignore what they do not know.
+        written = [Written(batch=batch, op=op, before=before, outcome=outcome, update_time=update_time)
+                   for batch, entries in enumerate(commits, start=1)
+                   for (op, before), (outcome, update_time)
+                   in zip(entries, outcomes.get(batch, [(IN_DOUBT, None)] * len(entries)), strict=True)]
+        return PastRun(journal=self.where, sha256=self.sha256, operation=operation,
+                       spec_name=self.text(start.get("spec"), 1, "spec"),
+                       spec_sha256=self.text(start.get("spec_sha256"), 1, "spec_sha256"),
+                       source=source, started=self.timestamp(start.get("at"), 1, "at"), ended=ended,
+                       written=tuple(written))
+
+    def commit(self, data: dict[str, Any], number: int) -> list[tuple[Any, Document | None]]:
+        raw_ops, before = data.get("ops"), data.get("before")
+        if type(raw_ops) is not list or type(before) is not dict:
+            raise self.fail(number, 'a commit line holds "ops" (a list) and "before" (an object)')
+        entries = []
+        for index, raw in enumerate(raw_ops):
+            try:
+                op = decode_op(raw, index)
+            except ValueError as error:
+                raise self.fail(number, printable(str(error))) from None
+            if op.path not in before:
+                raise self.fail(number, f"before holds no record of {printable(op.path)}")
+            entries.append((op, self.document(before[op.path], op.path, number)))
+        if set(before) != {op.path for op, _ in entries}:
+            raise self.fail(number, "before records a document the commit line has no op for")
+        return entries
+
+    def document(self, raw: Any, path: str, number: int) -> Document | None:
+        if raw is None:
+            return None
+        if type(raw) is not dict or type(raw.get("fields")) is not dict:
+            raise self.fail(number, f"before.{printable(path)} must be null or an object with fields")
+        collection, _, doc_id = path.partition("/")
+        try:
+            fields = decode_fields(raw["fields"], f"before.{path}.fields")
+        except ValueError as error:
+            raise self.fail(number, printable(str(error))) from None
+        return Document(collection, doc_id, fields, self.timestamp(raw.get("update_time"), number,
+                                                                   f"before.{path}.update_time"))
+
+    def result(self, data: dict[str, Any], number: int,
+               entries: list[tuple[Any, Document | None]]) -> list[tuple[str, datetime | None]]:
+        results = self.results(data, number)
+        if [r["path"] for r in results] != [op.path for op, _ in entries]:
+            raise self.fail(number, f"the result line of batch {data['batch']} does not name the ops of "
+                                    "its commit line, in order; the journal was edited")
+        outcomes: list[tuple[str, datetime | None]] = []
+        for index, result in enumerate(results):
+            update_time = self.timestamp(result.get("update_time"), number, f"results[{index}].update_time")
+            if result["applied"] and update_time is None:
+                raise self.fail(number, f"results[{index}] is applied without the update time it left")
+            outcomes.append((APPLIED, update_time) if result["applied"] else (SKIPPED, None))
+        return outcomes
+
+    def results(self, data: dict[str, Any], number: int) -> list[dict[str, Any]]:
+        results = data.get("results")
+        if type(results) is not list or not all(
+                type(r) is dict and type(r.get("path")) is str and type(r.get("applied")) is bool
+                for r in results):
+            raise self.fail(number, 'a result line holds "results": objects with "path" and "applied"')
+        return results
+
+    def timestamp(self, raw: Any, number: int, what: str) -> datetime | None:
+        if raw is None:
+            return None
+        try:
+            value = decode(raw, what)
+        except ValueError as error:
+            raise self.fail(number, printable(str(error))) from None
+        if not isinstance(value, datetime):
+            raise self.fail(number, f"{what} must be a timestamp or null")
+        return value
+
+    def text(self, raw: Any, number: int, what: str) -> str:
+        if raw is None:
+            return ""
+        if type(raw) is not str:
+            raise self.fail(number, f"{what} must be a string")
+        return raw

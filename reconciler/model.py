@@ -374,7 +374,7 @@ def _same_fields(left: dict[str, Any], right: dict[str, Any]) -> bool:
 class OpResult:
     """What became of one op at apply time: applied, or skipped and why (never forced)."""
 
-    op: Op
+    op: Any  # an Op; in a rollback's results, the undo op (reconciler.rollback) it wrote
     applied: bool
     reason: str = ""
     written_at: datetime | None = None  # the document's update time as this write left it

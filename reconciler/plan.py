@@ -140,7 +140,7 @@ class _Malformed(Exception):
         return f"{_spelled(self.place)}{':' if self.sentence else ''} {self.message}"
 
 
-class _NotExact(Exception):
+class _NotExact(ValueError):
     """JSON this format does not hold exactly: a repeated key, an integer past 64 bits, NaN."""
 
 
@@ -153,11 +153,27 @@ def loads_plan(text: str, where: str) -> Plan:
         raise PlanFileError(f"{where}: {bad}; make a new plan with `reconcile plan --out`") from None
 
 
+def strict_json(text: str) -> Any:
+    """Strict JSON, as the files this tool reads back are written: each key once per object,
+    integers exact within 64 bits, no NaN or Infinity. Raises json.JSONDecodeError, a ValueError
+    sentence for what JSON allows and this does not, or RecursionError."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_int64,
+                      parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def decode_op(raw: Any, index: int) -> Op:
+    """One op in the plan file's form (a journal's commit line holds them as ``ops``), checked as
+    strictly as a plan's; ValueError naming its place (``ops[3].path must be ...``) otherwise."""
+    try:
+        return _op(raw, ("ops", index))
+    except _Malformed as bad:
+        raise ValueError(str(bad)) from None
+
+
 def _parse_json(text: str, where: str) -> Any:
     """Strict JSON: each key once per object, integers exact within 64 bits, no NaN or Infinity."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_int64,
-                          parse_float=_finite_float, parse_constant=_no_constant)
+        return strict_json(text)
     except json.JSONDecodeError as error:
         raise PlanFileError(f"{where}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); "
                             "is this a file written by `reconcile plan --out`?") from error

@@ -23,6 +23,15 @@ from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, 
 from reconciler.plan import dumps_plan
 from reconciler.restore import EXAMPLES as RESTORE_EXAMPLES
 from reconciler.restore import RestoreCheck, RestorePlan
+from reconciler.rollback import (
+    ClearFieldsOp,
+    DeleteDocumentOp,
+    RollbackCheck,
+    RollbackPlan,
+    UndoOp,
+    describe_change,
+    rollback_data,
+)
 from reconciler.timeline import (
     DUPLICATE,
     ID_TAKEN,
@@ -495,6 +504,149 @@ def _audit_text(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
+# -- rollback ----------------------------------------------------------------------------------------
+
+
+def render_rollback(plan: RollbackPlan, fmt: str) -> str:
+    """The rollback plan: what will be deleted and restored, and what is left as it is, and why."""
+    return ROLLBACK_FORMATS[fmt](plan)
+
+
+ALREADY_SHOWN = 5  # documents named among those already as before; the rest are counted
+
+
+def _rollback_header(plan: RollbackPlan) -> str:
+    past = plan.past
+    started = format_timestamp(past.started) if past.started else "an unknown time"
+    ended = "" if past.ended else " (its journal has no end line: the run was stopped)"
+    read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
+    return (f"Rollback of the {printable(past.operation)} recorded in {printable(past.journal)}: spec "
+            f"{printable(past.spec_name) or '(none)'} (sha256 {printable(past.spec_sha256[:12]) or '-'}) on "
+            f"{printable(past.source)}, started {started}{ended}; read at {read}")
+
+
+def _rollback_text(plan: RollbackPlan) -> str:
+    lines = [_rollback_header(plan), ""]
+    if plan.ops:
+        lines.append(f"Undo ({len(plan.ops)} document writes):")
+        for group in plan.groups():
+            if len(group) > 1:
+                lines.append("  link " + " <-> ".join(printable(op.path) for op in group))
+                lines.extend("  " + line for op in group for line in undo_text(op))
+            else:
+                lines.extend(undo_text(group[0]))
+        lines.append("")
+    else:
+        lines += ["Nothing to undo.", ""]
+    if plan.left:
+        lines.append(f"Left as they are ({len(plan.left)}; the {printable(plan.past.operation)}'s writes "
+                     "stay in them):")
+        for untouched in plan.left:
+            lines.append(f"  ! {untouched.code}  {printable(untouched.path)}")
+            lines.append(f"      {printable(untouched.reason)}")
+        lines.append("")
+    if plan.already:
+        paths = [printable(u.path) for u in plan.already]
+        more = f" and {len(paths) - ALREADY_SHOWN} more" if len(paths) > ALREADY_SHOWN else ""
+        lines += [f"Already as before the {printable(plan.past.operation)} ({len(paths)}: gone, or holding "
+                  f"their values from before; undone earlier, or never written): "
+                  f"{', '.join(paths[:ALREADY_SHOWN])}{more}", ""]
+    if not plan.found and plan.untouched:
+        lines += [f"Note: none of the {len(plan.untouched)} documents the journal's writes name exists in "
+                  f"{printable(plan.source)}; if that is not expected, check the source (project, "
+                  "database, FIRESTORE_EMULATOR_HOST).", ""]
+    lines.append(plan.line())
+    return "\n".join(lines) + "\n"
+
+
+@singledispatch
+def undo_text(op: UndoOp) -> list[str]:
+    raise TypeError(f"no text renderer for {type(op).__name__}")
+
+
+@undo_text.register
+def _(op: DeleteDocumentOp) -> list[str]:
+    fields = ", ".join(f"{printable(name)}={show(value)}" for name, value in sorted(op.fields.items()))
+    return [f"  - delete  {printable(op.path)}  (created by the run)", f"      {fields}"]
+
+
+@undo_text.register
+def _(op: ClearFieldsOp) -> list[str]:
+    lines = [f"  ~ restore {printable(op.path)}"]
+    lines.extend(f"      {printable(field)}: {now} -> {to}"
+                 for field, now, to in sorted(map(describe_change, op.changes)))
+    return lines
+
+
+def rollback_document(plan: RollbackPlan) -> Document:
+    """A rollback plan for an incident ticket or a pull request: counts, the undo ops and the
+    documents left, with IDs, field names and codes, and no document value."""
+    operation = printable(plan.past.operation)
+    items: list[Block | Table] = [Block((
+        f"**{plan.line()}**", "",
+        "| delete | restore | left as they are | already as before |", "|---:|---:|---:|---:|",
+        f"| {plan.deletes} | {plan.restores} | {len(plan.left)} | {len(plan.already)} |", "",
+        f"The {operation} recorded in {_code(plan.past.journal)} on {_code(plan.source)}, spec "
+        f"{_code(plan.spec_name)} (sha256 {_code(plan.spec_sha256[:12])}).", ""))]
+    if plan.ops:
+        items.append(Table(f"Undo ({len(plan.ops)} document writes)",
+                           ("| undo | document | link | fields |", "|---|---|---|---|"),
+                           [undo_markdown(op) for op in plan.ops]))
+    if plan.left:
+        items.append(Table(f"Left as they are ({len(plan.left)})",
+                           ("| code | document | why |", "|---|---|---|"),
+                           [f"| {_code(u.code)} | {_code(u.path)} | {_code(u.reason)} |" for u in plan.left]))
+    return Document(title=lambda part: f"### reconcile rollback: {_code(plan.past.journal)}{part}",
+                    items=items, cut_note="the JSON report (`--format json`) has all.")
+
+
+@singledispatch
+def undo_markdown(op: UndoOp) -> str:
+    raise TypeError(f"no markdown renderer for {type(op).__name__}")
+
+
+@undo_markdown.register
+def _(op: DeleteDocumentOp) -> str:
+    return f"| delete | {_code(op.path)} | {'yes' if op.group else ''} | {len(op.fields)} fields |"
+
+
+@undo_markdown.register
+def _(op: ClearFieldsOp) -> str:
+    changed = "; ".join(sorted(change.field for change in op.changes))
+    return f"| restore | {_code(op.path)} | {'yes' if op.group else ''} | {_code(changed)} |"
+
+
+def render_rollback_check(plan: RollbackPlan, check: RollbackCheck, fmt: str) -> str:
+    """After the writes: JSON is the whole report (the plan and this check) as one document."""
+    if fmt == "json":
+        return to_json(rollback_data(plan, check))
+    operation = printable(plan.past.operation)
+    rows = [("Documents deleted", f"{check.deleted}  (gone)"),
+            ("Documents restored", f"{check.restored}  (hold their values from before the {operation})"),
+            ("Not as before", str(len(check.not_as_before))),
+            ("Writes skipped", str(len(check.skipped))),
+            ("Left as they are", str(len(check.left)))]
+    lines = ["Validation (re-read after the rollback):"]
+    lines += [f"  {name} {'.' * (28 - len(name))} {value}" for name, value in rows]
+    lines += [f"  ! not as before: {printable(path)}: {printable(detail)}"
+              for path, detail in check.not_as_before]
+    lines += [f"  ! skipped {printable(r.op.path)}: {printable(r.reason)}" for r in check.skipped]
+    if check.skipped:
+        lines.append("  Skipped writes were not forced: the documents changed while the rollback ran. Run "
+                     "the same rollback again to see them with why.")
+    if check.changed_after:
+        lines.append(f"  Written again by another writer after the rollback: {len(check.changed_after)} "
+                     "document(s): " + ", ".join(map(printable, check.changed_after[:5]))
+                     + (" …" if len(check.changed_after) > 5 else ""))
+    done = f"Rollback: {check.deleted} deleted, {check.restored} restored"
+    if check.complete:
+        lines.append(f"{done}; every write of the {operation} is undone.")
+    else:
+        lines.append(f"{done}, {len(check.skipped)} skipped, {len(check.left)} left as they are; NOT every "
+                     f"write of the {operation} is undone (see above).")
+    return "\n".join(lines) + "\n"
+
+
 # -- one table of formats ----------------------------------------------------------------------------
 # Every command's --format choices come from these tables; an unknown name is a KeyError here and a
 # usage error at the command line, never a quiet fallback to text.
@@ -514,6 +666,12 @@ COMPARISON_FORMATS = {
 VERIFICATION_FORMATS = {
     "text": _verification_text,
     "json": lambda verification, verbose: to_json(verification_data(verification)),
+}
+
+ROLLBACK_FORMATS = {
+    "text": _rollback_text,
+    "markdown": lambda plan: one_comment(rollback_document(plan)),
+    "json": lambda plan: to_json(rollback_data(plan)),
 }
 
 AUDIT_FORMATS = {

@@ -37,6 +37,7 @@ from reconciler.files import FileProblem, open_regular
 from reconciler.formats import SNAPSHOT, check_version
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, SourceFile, State
+from reconciler.rollback import ClearFieldsOp, DeleteDocumentOp, UndoOp
 from reconciler.values import DecodeError, decode, decode_map, decode_timestamp, encode, encode_fields
 
 _COLLECTIONS_OPEN = b'"collections":{'
@@ -475,6 +476,10 @@ class SnapshotStore:
                               "run the command again")
         return replace(state, source=self.source, file=SourceFile(path=str(self.path), sha256=sha256))
 
+    def read_documents(self, paths: Iterable[str]) -> State:
+        """The collections ``paths`` name, read whole (a file is read whole anyway)."""
+        return self.read(sorted({path.partition("/")[0] for path in paths}))
+
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
               current: State | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
@@ -482,10 +487,18 @@ class SnapshotStore:
         preconditions are checked against what it holds at this moment. The file then holds the
         data as of ``now``, its read time; a symbolic link is written through, so the file it names
         is the one replaced."""
+        return self._commit(groups, now, journal, apply_groups)
+
+    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+        """A rollback's undo groups (deletes, clears), written like ``apply`` writes a plan: one
+        commit, each group whole or not at all, under the same update-time preconditions."""
+        return self._commit(groups, now, journal, undo_groups)
+
+    def _commit(self, groups: list[Any], now: datetime, journal: Any, write: Any) -> list[OpResult]:
         new_file = self.create and not os.path.lexists(self.path)
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
-        new_state, results = apply_groups(state, groups, now)
+        new_state, results = write(state, groups, now)
         if any(result.applied for result in results):
             try:
                 content = snapshot_bytes(replace(new_state, read_time=now))
@@ -539,7 +552,7 @@ def apply_groups(state: State, groups: list[tuple[Op, ...]], now: datetime) -> t
     return replace(state, collections=collections), results
 
 
-def _refusal(op: Op, collections: dict[str, dict[str, Document]]) -> str:
+def _refusal(op: Op | UndoOp, collections: dict[str, dict[str, Document]]) -> str:
     collection, _, doc_id = op.path.partition("/")
     return op.refusal(collections.get(collection, {}).get(doc_id))
 
@@ -558,3 +571,30 @@ def _write(op: Op, collections: dict[str, dict[str, Document]], now: datetime) -
     if op.transition:
         fields[op.transition.field] = op.transition.to
     docs[doc_id] = Document(collection, doc_id, fields, now)
+
+
+def undo_groups(state: State, groups: list[tuple[UndoOp, ...]],
+                now: datetime) -> tuple[State, list[OpResult]]:
+    """A rollback's writes, in memory, with the semantics of ``apply_groups``: a group whose every
+    precondition holds is written whole (a delete removes its document, a clear changes only its
+    fields), any other is skipped whole. Cleared documents get ``now`` as their update time."""
+    collections = {name: dict(docs) for name, docs in state.collections.items()}
+    results: list[OpResult] = []
+    for group in groups:
+        reasons = [_refusal(op, collections) for op in group]
+        failed = next((reason for reason in reasons if reason), "")
+        for op, reason in zip(group, reasons, strict=True):
+            if failed:
+                results.append(OpResult(op=op, applied=False,
+                                        reason=reason or f"its link partner was skipped: {failed}"))
+                continue
+            collection, _, doc_id = op.path.partition("/")
+            docs = collections[collection]
+            if isinstance(op, DeleteDocumentOp):
+                del docs[doc_id]
+                results.append(OpResult(op=op, applied=True))
+                continue
+            assert isinstance(op, ClearFieldsOp)
+            docs[doc_id] = Document(collection, doc_id, op.cleared(docs[doc_id].fields), now)
+            results.append(OpResult(op=op, applied=True, written_at=now))
+    return replace(state, collections=collections), results

@@ -6,6 +6,9 @@ groups ``guard.admit`` let through, in atomic commits of at most 500 writes:
 
 - a create carries "must not exist", a fill the document's ``update_time`` from the plan's read
   (``WriteBatch.update`` refuses an ``exists`` option; an update already requires the document);
+- ``apply`` writes only the plan's additive ops; ``undo`` (for ``reconcile rollback`` alone) writes
+  the undo ops of ``rollback``: a delete or a clear, each with the ``update_time`` the undone run's
+  write left as its precondition;
 - a link's writes are in the same commit; a commit that fails a precondition, or that the server
   refuses as invalid, is split in halves until the failing group is alone, which is skipped with
   the server's reason, never retried blindly; the rest of the commit is applied;
@@ -37,8 +40,9 @@ from reconciler.errors import ServerLost, SourceError
 from reconciler.kernel import Projection
 from reconciler.model import CreateDocumentOp, Document, FillFieldsOp, Op, OpResult, State
 from reconciler.progress import Progress, Silent
+from reconciler.rollback import ClearFieldsOp, DeleteDocumentOp, UndoOp
 from reconciler.selection import Equality
-from reconciler.values import GeoPoint, Reference, document_size, nested_array
+from reconciler.values import MISSING, GeoPoint, Reference, document_size, nested_array
 
 SCHEME = "firestore://"
 DEFAULT_DATABASE = "(default)"
@@ -51,6 +55,8 @@ _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
 _DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
 
 T = TypeVar("T")
+Write = Op | UndoOp
+Adder = Callable[[Any, Any, Any], None]  # (client, batch, op): adds one op's write to a batch
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -156,6 +162,16 @@ class FirestoreStore:
             return State(source=self.source, read_time=read_time,
                          collections=dict(zip(names, read, strict=True)))
 
+    def read_documents(self, paths: Sequence[str]) -> State:
+        """The documents at ``paths`` that exist, whole, at one read time (in chunks of 300)."""
+        if not paths:
+            return State(source=self.source, read_time=None, collections={})
+        read_time = self.server_time(paths[0].partition("/")[0])
+        collections: dict[str, dict[str, Document]] = {}
+        for doc in self.documents_at(paths, read_time):
+            collections.setdefault(doc.collection, {})[doc.id] = doc
+        return State(source=self.source, read_time=read_time, collections=collections)
+
     def _read_collection(self, name: str, read_time: datetime, projection: Projection | None,
                          filters: Sequence[Equality] = ()) -> dict[str, Document]:
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -226,13 +242,22 @@ class FirestoreStore:
                 writable.append(group)
         if journal and results:
             journal.not_sent(results)
-        task = self.progress.task("write", total=sum(len(g) for g in writable))
+        return results + self._write(writable, journal, _add_write)
+
+    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+        """Commit a rollback's undo groups (deletes, clears) like ``apply`` commits a plan's: whole
+        groups per atomic commit, each write under its update-time precondition, journaled."""
+        return self._write(groups, journal, _add_undo)
+
+    def _write(self, groups: Sequence[tuple[Write, ...]], journal: Any, add: Adder) -> list[OpResult]:
+        results: list[OpResult] = []
+        task = self.progress.task("write", total=sum(len(g) for g in groups))
         limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
-        for batch in _batches(writable, self.batch_size):
+        for batch in _batches(list(groups), self.batch_size):
             ops = [op for group in batch for op in group]
             limiter.wait(len(ops))
             number = journal.before_commit(ops) if journal else 0
-            outcome = self._commit_groups(batch, retried=False)
+            outcome = self._commit_groups(batch, retried=False, add=add)
             if journal:
                 journal.after_commit(number, outcome)
             results.extend(outcome)
@@ -240,46 +265,48 @@ class FirestoreStore:
         task.close()
         return results
 
-    def _commit_groups(self, groups: Sequence[tuple[Op, ...]], retried: bool) -> list[OpResult]:
+    def _commit_groups(self, groups: Sequence[tuple[Write, ...]], retried: bool,
+                       add: Adder) -> list[OpResult]:
         """Commit whole groups at once; when the server refuses the commit (a precondition, or an
         invalid write), bisect to the refused group, skip it with the server's reason, write the rest."""
         ops = [op for group in groups for op in group]
         attempts = [retried]
         try:
-            written = self._retrying("committing writes", lambda seconds: self._commit(ops, seconds),
+            written = self._retrying("committing writes", lambda seconds: self._commit(ops, seconds, add),
                                      refusals=True, on_retry=lambda: attempts.append(True))
         except _Refused as refusal:
             retried = any(attempts)
             if len(groups) > 1:
                 middle = len(groups) // 2
-                return (self._commit_groups(groups[:middle], retried)
-                        + self._commit_groups(groups[middle:], retried))
+                return (self._commit_groups(groups[:middle], retried, add)
+                        + self._commit_groups(groups[middle:], retried, add))
             if refusal.invalid:
                 reason = f"the database refused the write as invalid: {refusal.reason}"
                 return [OpResult(op=op, applied=False, reason=reason) for op in groups[0]]
             return self._explain_refusal(groups[0], refusal.reason, retried)
+        # A delete leaves no update time (the server sets none): its result has none either.
         return [OpResult(op=op, applied=True, written_at=_plain_datetime(result.update_time))
                 for op, result in zip(ops, written, strict=True)]
 
-    def _commit(self, ops: list[Op], seconds: float) -> list[Any]:
+    def _commit(self, ops: list[Write], seconds: float, add: Adder) -> list[Any]:
         client = self.client()
         batch = client.batch()
         for op in ops:
-            _add_write(client, batch, op)
+            add(client, batch, op)
         return batch.commit(retry=None, timeout=seconds)
 
-    def _explain_refusal(self, group: tuple[Op, ...], server_reason: str, retried: bool) -> list[OpResult]:
+    def _explain_refusal(self, group: tuple[Write, ...], server_reason: str, retried: bool) -> list[OpResult]:
         """A lone group failed its precondition: read its documents to say which op and why, or,
         after a retried commit, to recognise that the earlier attempt did apply it."""
         current = self._current(group)
         if retried and all(op.in_effect(current[op.path]) for op in group):
             return [OpResult(op=op, applied=True, reason="confirmed after a retried commit",
-                             written_at=current[op.path].update_time) for op in group]
+                             written_at=getattr(current[op.path], "update_time", None)) for op in group]
         reasons = [op.refusal(current[op.path]) for op in group]
         failed = next((reason for reason in reasons if reason), f"precondition failed ({server_reason})")
         return _skipped(group, reasons, failed)
 
-    def _current(self, ops: Sequence[Op]) -> dict[str, Document | None]:
+    def _current(self, ops: Sequence[Write]) -> dict[str, Document | None]:
         found: dict[str, Document | None] = {op.path: None for op in ops}
         found.update((doc.path, doc) for doc in self._current_at([op.path for op in ops], None))
         return found
@@ -375,7 +402,7 @@ class _Backoff:
         self.delay = min(self.delay * 2, 4.0)
 
 
-def _skipped(group: Sequence[Op], reasons: Sequence[str], failed: str) -> list[OpResult]:
+def _skipped(group: Sequence[Write], reasons: Sequence[str], failed: str) -> list[OpResult]:
     """A group is skipped whole: each op with its own reason, or its partner's."""
     return [OpResult(op=op, applied=False, reason=reason or f"its link partner was skipped: {failed}")
             for op, reason in zip(group, reasons, strict=True)]
@@ -402,10 +429,10 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _batches(groups: list[tuple[Op, ...]], size: int) -> list[list[tuple[Op, ...]]]:
+def _batches(groups: list[tuple[Write, ...]], size: int) -> list[list[tuple[Write, ...]]]:
     """Whole groups, at most ``size`` writes a batch (a group is never split across commits)."""
-    batches: list[list[tuple[Op, ...]]] = []
-    current: list[tuple[Op, ...]] = []
+    batches: list[list[tuple[Write, ...]]] = []
+    current: list[tuple[Write, ...]] = []
     count = 0
     for group in groups:
         if current and count + len(group) > size:
@@ -419,13 +446,15 @@ def _batches(groups: list[tuple[Op, ...]], size: int) -> list[list[tuple[Op, ...
 
 
 def _add_write(client: Any, batch: Any, op: Op) -> None:
+    """An additive op's write: a create, or a fill. Nothing else: ``apply`` can send no other."""
     from google.cloud.firestore_v1.field_path import FieldPath
 
     ref = client.document(op.path)
     if isinstance(op, CreateDocumentOp):
         batch.create(ref, _to_firestore(op.fields, client))
         return
-    assert isinstance(op, FillFieldsOp)
+    if not isinstance(op, FillFieldsOp):
+        raise TypeError(f"apply writes creates and fills only, not {type(op).__name__}")
     if op.update_time is None:
         raise SourceError(f"{op.path}: the plan has no update time for this document; re-run plan "
                           "against the live source")
@@ -433,6 +462,24 @@ def _add_write(client: Any, batch: Any, op: Op) -> None:
     if op.transition:
         changes[FieldPath(op.transition.field).to_api_repr()] = op.transition.to
     batch.update(ref, changes, option=client.write_option(last_update_time=op.update_time))
+
+
+def _add_undo(client: Any, batch: Any, op: UndoOp) -> None:
+    """A rollback's write: delete a document, or clear fields and move the status back; always under
+    the update time the undone write left."""
+    from google.cloud.firestore_v1 import DELETE_FIELD
+    from google.cloud.firestore_v1.field_path import FieldPath
+
+    ref = client.document(op.path)
+    option = client.write_option(last_update_time=op.update_time)
+    if isinstance(op, DeleteDocumentOp):
+        batch.delete(ref, option=option)
+        return
+    if not isinstance(op, ClearFieldsOp):
+        raise TypeError(f"a rollback writes deletes and clears only, not {type(op).__name__}")
+    changes = {FieldPath(change.field).to_api_repr(): DELETE_FIELD if change.to is MISSING
+               else _to_firestore(change.to, client) for change in op.changes}
+    batch.update(ref, changes, option=option)
 
 
 def _document(collection: str, snapshot: Any) -> Document:
