@@ -83,7 +83,7 @@ class Journal:
         self._record({**JOURNAL.header(), "event": "start", "operation": operation, "spec": plan.spec_name,
                       "spec_sha256": plan.spec_sha256,
                       "source": plan.source, "plan_read_time": encode(plan.read_time),
-                      "selection": None if plan.selection is None else dict(plan.selection.pairs),
+                      "selection": _selection(plan),
                       "ops": len(plan.ops), "at": encode(now),
                       **({"undoes": undoes} if undoes is not None else {})})
 
@@ -316,3 +316,9 @@ class _Reader:
         if type(raw) is not str:
             raise self.fail(number, f"{what} must be a string")
         return raw
+
+
+def _selection(plan: Any) -> dict[str, str] | None:
+    """The --select a plan was made with; a rollback's plan has none (it undoes a whole run)."""
+    selection = getattr(plan, "selection", None)
+    return None if selection is None else dict(selection.pairs)
