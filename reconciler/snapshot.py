@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -449,12 +449,14 @@ class SnapshotStore:
         return replace(read_snapshot(self.path, collections, projection), source=self.source)
 
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
-              current: State | None = None) -> list[OpResult]:
+              current: State | None = None, checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
         whole apply is one commit. ``current`` is unused: the file is re-read here, so that the
         preconditions are checked against what it holds at this moment. The file then holds the
         data as of ``now``, its read time; a symbolic link is written through, so the file it names
-        is the one replaced."""
+        is the one replaced. ``checkpoint`` is called once, before the commit (the lease's check)."""
+        if checkpoint is not None:
+            checkpoint()
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0
         new_state, results = apply_groups(state, groups, now)
