@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import traceback
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -20,9 +21,10 @@ from rich.text import Text
 
 from reconciler import __version__, commands, progress
 from reconciler.drift import drift_data, summary_line
-from reconciler.errors import ApplyRefused, ReconcileError, SelectionError, SourceError, SpecError
+from reconciler.errors import ApplyRefused, LeaseError, ReconcileError, SelectionError, SourceError, SpecError
 from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
+from reconciler.lease import DEFAULT_TTL, Holder
 from reconciler.markdown import PART_LIMIT
 from reconciler.metrics import metrics_text
 from reconciler.model import Plan
@@ -40,7 +42,7 @@ from reconciler.render import (
     render_verification,
     to_json,
 )
-from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
+from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH
 from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -77,6 +79,25 @@ timeout_option = click.option(
          "one sentence (for apply: what was written so far, and that re-running is safe).")
 
 
+def _lock_collection(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Firestore's rules for a collection ID, so that a wrong name is one sentence before any call."""
+    if (not value or "/" in value or value in (".", "..") or len(value.encode("utf-8")) > 1500
+            or (value.startswith("__") and value.endswith("__"))):
+        raise click.BadParameter(f"{printable(value)!r} is not a Firestore collection ID (no '/', not '.' or "
+                                 "'..', not __NAME__, at most 1,500 bytes)", ctx=ctx, param=param)
+    ctx.meta["reconcile.lock_collection"] = value
+    return value
+
+
+# Every command that reads Firestore takes it, so that each skips (or refuses) the same collection;
+# the value reaches the run through the context (``_Run``), not each command's parameters.
+lock_collection_option = click.option(
+    "--lock-collection", metavar="NAME", default=LOCK_COLLECTION, show_default=True,
+    envvar="RECONCILE_LOCK_COLLECTION", show_envvar=True, expose_value=False, callback=_lock_collection,
+    help="The collection that holds this tool's lease document (one writer at a time), never read as "
+         "data: snapshot skips it, a spec may not name it. Give every run on a database the same NAME.")
+
+
 class _Exit(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
@@ -89,7 +110,20 @@ class _Run:
         self.quiet = quiet
         self.started = time.monotonic()
         self.progress = progress.choose(quiet, color=_color_allowed())
-        self.options = commands.Options(progress=self.progress, **store)  # type: ignore[arg-type]
+        ctx = click.get_current_context(silent=True)
+        lock_collection = (ctx.meta.get("reconcile.lock_collection") if ctx else None) or LOCK_COLLECTION
+        self.options = commands.Options(progress=self.progress, notify=self.note,  # type: ignore[arg-type]
+                                        lock_collection=lock_collection, **store)
+
+    def note(self, message: str) -> None:
+        """A note for the operator on stderr (waiting for a lease, taking over an expired one),
+        shown even with --quiet, above the progress bars when they are on."""
+        line = f"note: {printable(message)}"
+        bars = getattr(self.progress, "bars", None)
+        if bars is not None:
+            bars.console.print(Text(line), highlight=False)
+        else:
+            click.echo(line, err=True)
 
     def finish(self, what: str) -> None:
         stop = getattr(self.progress, "stop", None)
@@ -194,6 +228,7 @@ def validate(spec_paths: tuple[str, ...]) -> None:
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: bool, allow_empty: bool,
           quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change.
@@ -259,6 +294,7 @@ split_option = click.option(
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
          detailed_exitcode: bool, show_values: bool, split_dir: str | None, allow_empty: bool, quiet: bool,
          timeout: float) -> None:
@@ -348,12 +384,22 @@ def _write_bytes(content: bytes) -> None:
               help="Writes per commit (a link is never split across commits).")
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0, max=86400), default=0, show_default=True,
+              metavar="SECONDS", callback=_seconds,
+              help="While another run holds the lease on the source, wait up to SECONDS for it, then "
+                   "take it (by default: exit 1 at once, naming the holder).")
+@click.option("--lease-ttl", type=click.FloatRange(min=5, max=3600), default=DEFAULT_TTL, show_default=True,
+              metavar="SECONDS", callback=_seconds,
+              help="How long the lease lasts unless renewed (this run renews it every third of that): "
+                   "how long a killed run keeps others waiting.")
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          verbose: bool, allow_empty: bool, quiet: bool, timeout: float) -> None:
+          verbose: bool, lock_timeout: float, lease_ttl: float, allow_empty: bool, quiet: bool,
+          timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -366,10 +412,24 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     many writes were applied; re-running is safe. Afterwards the source is re-read and re-diffed,
     and the report says whether anything was lost, and what other writers changed meanwhile.
 
+    One writer at a time: apply holds a lease on the source (on Firestore a lock document in
+    --lock-collection, on a snapshot file an OS lock on FILE.lock) from before its read to its end,
+    renewed while it runs and released on every way out. While another run holds it, apply exits 1
+    at once, naming the holder (user@host pid N, operation, since when, expiry, lease ID), or waits
+    --lock-timeout seconds for it; an expired lease is taken over. A run that loses its lease
+    (force-unlock) stops before its next commit. See `reconcile force-unlock --help`.
+
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
+
+    \b
+    Examples:
+      reconcile apply plan.json --spec specs/checkins.yaml
+      reconcile apply --spec specs/checkins.yaml --source firestore://my-project --auto-approve \\
+        --lock-timeout 600
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty)
+               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty, lock_timeout=lock_timeout,
+               lease_ttl=lease_ttl)
     if plan_file:
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
@@ -381,18 +441,20 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        planned = commands.plan(spec_path, source, run.options, whole=True)
-        if fmt != "json":
-            _echo(render_plan(planned.plan, fmt))
-        if not planned.plan.ops and fmt != "json":
-            click.echo("Nothing to apply.")
-        asked = bool(planned.plan.ops) and not auto_approve
-        if asked:
-            _confirm(planned.plan, source)
-        # After a prompt, the data may have changed while the operator read: apply then checks the
-        # plan against a fresh read, as it does a saved plan.
-        applied = commands.apply(planned.plan, planned.spec, before=None if asked else planned.state,
-                                 options=run.options)
+
+        def review(planned: commands.Planned) -> bool:
+            if fmt != "json":
+                _echo(render_plan(planned.plan, fmt))
+            if not planned.plan.ops and fmt != "json":
+                click.echo("Nothing to apply.")
+            asked = bool(planned.plan.ops) and not auto_approve
+            if asked:
+                _confirm(planned.plan, source)
+            # After a prompt, the data may have changed while the operator read: apply then checks
+            # the plan against a fresh read, as it does a saved plan.
+            return asked
+
+        applied = commands.plan_and_apply(spec_path, source, review, run.options)
     run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
     if applied.journal and fmt != "json":
         click.echo(f"Journal: {printable(str(applied.journal))}")
@@ -478,6 +540,7 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
           allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
@@ -527,6 +590,7 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def series(spec_path: str, source: str, select: str, fmt: str, show_values: bool, allow_empty: bool,
            quiet: bool, timeout: float) -> None:
     """Show the weeks of the series --select names, as a plan would leave them.
@@ -557,6 +621,7 @@ def series(spec_path: str, source: str, select: str, fmt: str, show_values: bool
 @click.option("--spec", "spec_path", metavar="SPEC", help="Export only the collections SPEC reads.")
 @quiet_option
 @timeout_option
+@lock_collection_option
 def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout: float) -> None:
     """Export SRC's collections to a snapshot file (a backup, or offline planning input).
 
@@ -569,6 +634,53 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
     run.finish(f"exported {_documents(state)} documents")
     counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
     click.echo(f"Wrote {out}: {counts}.")
+
+
+@cli.command("force-unlock")
+@click.argument("lease_id", metavar="LEASE_ID")
+@click.option("--source", required=True, metavar="SRC",
+              help="The database whose lease to release: firestore://PROJECT[/DATABASE].")
+@click.option("--auto-approve", is_flag=True, help="Release without asking for confirmation.")
+@timeout_option
+@lock_collection_option
+def force_unlock(lease_id: str, source: str, auto_approve: bool, timeout: float) -> None:
+    """Release the lease LEASE_ID that another run holds on SRC.
+
+    For a run that is gone (killed with SIGKILL, its machine or network lost) whose lease you will
+    not wait for: it expires by itself --lease-ttl seconds (default 60) after its last renewal. The
+    lease is released only if the database's lease has exactly this ID (the one a refused run
+    named); it is marked released, with who released it and when, never deleted. Asks for
+    confirmation (the holder, its operation, since when) unless --auto-approve.
+
+    Safe when the holder is gone. If the holder still runs, it stops before its next commit (exit 1,
+    its journal saying it lost the lease): what it wrote stays, every write under its precondition,
+    and re-running apply completes the rest. A snapshot file's lock is the operating system's: it
+    ends with its process, and has nothing to force-unlock.
+
+    \b
+    Example (the ID from "... locked by another run: lease 3f9c2a7be1d04a65 of ..."):
+      reconcile force-unlock 3f9c2a7be1d04a65 --source firestore://my-project
+    """
+    run = _Run(True, timeout=timeout)
+
+    def confirm(holder: Holder, now: datetime) -> None:
+        if auto_approve:
+            return
+        if not sys.stdin.isatty():
+            raise LeaseError("refusing to force-unlock without confirmation: standard input is not a "
+                             "terminal; pass --auto-approve")
+        answer = click.prompt(printable(f"Release the {holder.describe(now)} on {source}? Only 'yes' is "
+                                        "accepted"), default="", show_default=False)
+        if answer.strip() != "yes":
+            click.echo("Cancelled; the lease is still held.")
+            raise _Exit(EXIT_OK)
+
+    unlocked = commands.force_unlock(lease_id, source, confirm, run.options)
+    if unlocked.already_released:
+        click.echo(printable(f"Nothing to do: the {unlocked.holder.describe(unlocked.at)} on {source}."))
+        return
+    click.echo(printable(f"Released the {unlocked.holder.who(unlocked.at)} on {source}. The next run can "
+                         "take the lease; if that run still goes on, it stops before its next commit."))
 
 
 @cli.command()

@@ -30,12 +30,14 @@ from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal
 from reconciler.kernel import Projection, projection, projection_union
+from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
+from reconciler.lease import force_unlock as release_by_force
 from reconciler.model import OpResult, Plan, Spec, State
-from reconciler.plan import build_plan, loads_plan
+from reconciler.plan import build_plan, loads_plan, plan_bytes
 from reconciler.progress import Progress, Silent
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
-from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore
+from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, FirestoreStore
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, parse_selection, timelines
 from reconciler.verify import Verification, verify
@@ -54,6 +56,10 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     allow_empty: bool = False  # a live database holding none of the spec's collections is expected
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    lock_timeout: float = 0.0  # seconds to wait for a lease another run holds
+    lease_ttl: float = DEFAULT_TTL  # seconds a lease lasts unless renewed
+    lock_collection: str = LOCK_COLLECTION
+    notify: Callable[[str], None] = lambda message: None  # notes for the operator (waiting, takeover)
 
 
 def open_store(source: str, options: Options | None = None) -> Store:
@@ -62,7 +68,7 @@ def open_store(source: str, options: Options | None = None) -> Store:
     if source.startswith(FIRESTORE_SCHEME):
         return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
                               max_writes_per_second=options.max_writes_per_second,
-                              timeout=options.timeout)
+                              timeout=options.timeout, lock_collection=options.lock_collection)
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "
                           "firestore://PROJECT[/DATABASE]")
@@ -107,7 +113,10 @@ class Planned:
 def plan(spec_path: str, source: str, options: Options | None = None, whole: bool = False) -> Planned:
     """``whole``: read whole documents (apply needs them for its journal and its proof); else only
     the fields the plan reads, which gives the same plan from less I/O and memory."""
-    spec = load_spec(spec_path)
+    return _plan(load_spec(spec_path), source, options, whole)
+
+
+def _plan(spec: Spec, source: str, options: Options | None, whole: bool) -> Planned:
     state = _read(source, options, spec.collections, None if whole else projection(spec))
     return Planned(spec=spec, state=state, plan=build_plan(spec, state))
 
@@ -183,8 +192,20 @@ class Applied:
     journal: Path | None
 
 
-def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None) -> Applied:
-    """Admit the plan against a fresh read, write the admitted groups under their preconditions,
+def plan_digest(plan: Plan) -> str:
+    """What a lease records of the plan it applies: the sha256 of the plan file `plan --out` writes."""
+    return "sha256:" + hashlib.sha256(plan_bytes(plan)).hexdigest()
+
+
+def _hold(store: Store, options: Options, digest: str | None):
+    return hold_lease(store, operation="apply", plan_digest=digest, wait=options.lock_timeout,
+                      ttl=options.lease_ttl, notify=options.notify)
+
+
+def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None,
+          lease: AnyLease | None = None) -> Applied:
+    """Under the lease (``lease`` when the caller holds it, else taken here and released at the
+    end), admit the plan against a fresh read, write the admitted groups under their preconditions,
     journaled, then re-read, re-diff, verify.
 
     ``before``: the state the plan was made from, when it was made in this run; a saved plan is
@@ -194,6 +215,32 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
     store = open_store(saved.source, options)
+    if lease is not None:
+        return _apply(saved, spec, before, options, store, lease)
+    with _hold(store, options, plan_digest(saved)) as held:
+        return _apply(saved, spec, before, options, store, held)
+
+
+def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool],
+                   options: Options | None = None) -> Applied:
+    """``apply --spec --source``: take the lease, plan, let ``review`` show the plan (it returns
+    True when a person took time to approve it, so that the plan is then checked against a fresh
+    read; it raises to cancel), apply. The lease is held from before the plan's read to the end,
+    so no other run of this tool writes between the plan shown and its writes."""
+    options = options or Options()
+    spec = load_spec(spec_path)  # a bad spec takes no lease
+    store = open_store(source, options)
+    with _hold(store, options, None) as lease:
+        planned = _plan(spec, source, options, whole=True)
+        if lease.lease_id is not None:
+            lease.describe(plan_digest(planned.plan))
+        fresh = review(planned)
+        return apply(planned.plan, spec, before=None if fresh else planned.state, options=options,
+                     lease=lease)
+
+
+def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, store: Store,
+           lease: AnyLease) -> Applied:
     derived = saved.ops if before is not None else None
     if before is None:
         before = store.read(spec.collections)
@@ -206,7 +253,8 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
         try:
             if admission.skipped:
                 journal.not_sent(admission.skipped)
-            results += store.apply(list(admission.groups), options.clock(), journal, before)
+            results += store.apply(list(admission.groups), options.clock(), journal, before,
+                                   checkpoint=lease.check)
         except BaseException as error:
             journal.close(options.clock(), error)
             raise _interrupted(error, journal, admission.ops, saved.source) from error
@@ -247,6 +295,13 @@ def _interrupted(error: BaseException, journal: Journal, total: int, source: str
         f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
         "Re-running apply is safe: nothing is written twice and every write keeps its precondition; "
         "for a saved plan, make a new one with `reconcile plan` first.")
+
+
+def force_unlock(lease_id: str, source: str, confirm: Callable[[Holder, datetime], None],
+                 options: Options | None = None) -> Unlocked:
+    """Release the lease ``lease_id`` another run holds on ``source`` (only that one); ``confirm``
+    raises to cancel."""
+    return release_by_force(open_store(source, options or Options()), lease_id, confirm)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
