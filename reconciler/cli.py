@@ -424,8 +424,12 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     \b
     Examples:
       reconcile apply plan.json --spec specs/checkins.yaml
+      # a scheduled run: wait up to 10 minutes for another run's lease; a killed run's lease
+      # keeps others out for 2 minutes at most
       reconcile apply --spec specs/checkins.yaml --source firestore://my-project --auto-approve \\
-        --lock-timeout 600
+        --lock-timeout 600 --lease-ttl 120
+      # the lease kept in another collection (every run on the database must name the same)
+      reconcile apply plan.json --lock-collection ops_locks
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
                batch_size=batch_size, timeout=timeout, allow_empty=allow_empty, lock_timeout=lock_timeout,
@@ -626,7 +630,12 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
     """Export SRC's collections to a snapshot file (a backup, or offline planning input).
 
     Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
-    bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
+    bytes, references, geo points, nested maps and arrays. The file is replaced atomically. The
+    tool's own lock collection (--lock-collection) is not data and is never exported.
+
+    \b
+    Example:
+      reconcile snapshot --source firestore://my-project --out backup.json
     """
     _refuse_output(out, _inputs(spec_path, source))
     run = _Run(quiet, timeout=timeout)

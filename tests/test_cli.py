@@ -258,7 +258,8 @@ def test_debug_shows_the_traceback():
     assert run.returncode == 1 and "Traceback" in run.stderr
 
 
-@pytest.mark.parametrize("command", ["validate", "audit", "plan", "apply", "check", "snapshot", "schema"])
+@pytest.mark.parametrize("command", ["validate", "audit", "plan", "apply", "check", "snapshot", "schema",
+                                     "force-unlock"])
 def test_every_command_explains_itself(command):
     run = reconcile(command, "--help")
     assert run.returncode == 0 and "Usage: reconcile " + command in run.stdout
