@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import traceback
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -20,9 +21,10 @@ from rich.text import Text
 
 from reconciler import __version__, commands, progress
 from reconciler.drift import drift_data, first_look, summary_line
-from reconciler.errors import ApplyRefused, ReconcileError, SelectionError, SourceError, SpecError
+from reconciler.errors import ApplyRefused, LeaseError, ReconcileError, SelectionError, SourceError, SpecError
 from reconciler.files import FileProblem, output_problem, write_atomically, write_parts
 from reconciler.journal import DEFAULT_DIRECTORY
+from reconciler.lease import DEFAULT_TTL, Holder
 from reconciler.markdown import PART_LIMIT
 from reconciler.metrics import metrics_text
 from reconciler.model import Plan
@@ -45,7 +47,7 @@ from reconciler.render import (
     render_verification,
     to_json,
 )
-from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH
+from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH
 from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -82,6 +84,25 @@ timeout_option = click.option(
          "one sentence (for apply: what was written so far, and that re-running is safe).")
 
 
+def _lock_collection(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Firestore's rules for a collection ID, so that a wrong name is one sentence before any call."""
+    if (not value or "/" in value or value in (".", "..") or len(value.encode("utf-8")) > 1500
+            or (value.startswith("__") and value.endswith("__"))):
+        raise click.BadParameter(f"{printable(value)!r} is not a Firestore collection ID (no '/', not '.' or "
+                                 "'..', not __NAME__, at most 1,500 bytes)", ctx=ctx, param=param)
+    ctx.meta["reconcile.lock_collection"] = value
+    return value
+
+
+# Every command that reads Firestore takes it, so that each skips (or refuses) the same collection;
+# the value reaches the run through the context (``_Run``), not each command's parameters.
+lock_collection_option = click.option(
+    "--lock-collection", metavar="NAME", default=LOCK_COLLECTION, show_default=True,
+    envvar="RECONCILE_LOCK_COLLECTION", show_envvar=True, expose_value=False, callback=_lock_collection,
+    help="The collection that holds this tool's lease document (one writer at a time), never read as "
+         "data: snapshot skips it, a spec may not name it. Give every run on a database the same NAME.")
+
+
 class _Exit(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
@@ -94,7 +115,20 @@ class _Run:
         self.quiet = quiet
         self.started = time.monotonic()
         self.progress = progress.choose(quiet, color=_color_allowed())
-        self.options = commands.Options(progress=self.progress, **store)  # type: ignore[arg-type]
+        ctx = click.get_current_context(silent=True)
+        lock_collection = (ctx.meta.get("reconcile.lock_collection") if ctx else None) or LOCK_COLLECTION
+        self.options = commands.Options(progress=self.progress, notify=self.note,  # type: ignore[arg-type]
+                                        lock_collection=lock_collection, **store)
+
+    def note(self, message: str) -> None:
+        """A note for the operator on stderr (waiting for a lease, taking over an expired one),
+        shown even with --quiet, above the progress bars when they are on."""
+        line = f"note: {printable(message)}"
+        bars = getattr(self.progress, "bars", None)
+        if bars is not None:
+            bars.console.print(Text(line), highlight=False)
+        else:
+            click.echo(line, err=True)
 
     def finish(self, what: str) -> None:
         stop = getattr(self.progress, "stop", None)
@@ -183,6 +217,20 @@ def validate(spec_paths: tuple[str, ...]) -> None:
         raise SpecError([f"{invalid} of {len(spec_paths)} specs are invalid (see above)"])
 
 
+def lease_options(command):
+    """--lock-timeout and --lease-ttl, for every command that writes (it holds the source's lease)."""
+    command = click.option(
+        "--lease-ttl", type=click.FloatRange(min=5, max=3600), default=DEFAULT_TTL, show_default=True,
+        metavar="SECONDS", callback=_seconds,
+        help="How long the lease lasts unless renewed (this run renews it every third of that): "
+             "how long a killed run keeps others waiting.")(command)
+    return click.option(
+        "--lock-timeout", type=click.FloatRange(min=0, max=86400), default=0, show_default=True,
+        metavar="SECONDS", callback=_seconds,
+        help="While another run holds the lease on the source, wait up to SECONDS for it, then "
+             "take it (by default: exit 1 at once, naming the holder).")(command)
+
+
 select_option = click.option(
     "--select", "select", metavar="FIELD=VALUE[,FIELD=VALUE…]",
     help="Only the series whose key matches (every FIELD one of the spec's series key fields, equal to "
@@ -208,6 +256,7 @@ select_option = click.option(
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def audit(spec_path: str, source: str, fmt: str, out: str | None, show_values: bool, select: str | None,
           allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Report what the data holds before any change.
@@ -274,6 +323,7 @@ split_option = click.option(
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
          detailed_exitcode: bool, show_values: bool, split_dir: str | None, select: str | None,
          allow_empty: bool, quiet: bool, timeout: float) -> None:
@@ -367,12 +417,15 @@ def _write_bytes(content: bytes) -> None:
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
 @select_option
+@lease_options
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          verbose: bool, select: str | None, allow_empty: bool, quiet: bool, timeout: float) -> None:
+          verbose: bool, select: str | None, lock_timeout: float, lease_ttl: float, allow_empty: bool,
+          quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -385,10 +438,28 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     many writes were applied; re-running is safe. Afterwards the source is re-read and re-diffed,
     and the report says whether anything was lost, and what other writers changed meanwhile.
 
+    One writer at a time: apply holds a lease on the source (on Firestore a lock document in
+    --lock-collection, on a snapshot file an OS lock on FILE.lock) from before its read to its end,
+    renewed while it runs and released on every way out. While another run holds it, apply exits 1
+    at once, naming the holder (user@host pid N, operation, since when, expiry, lease ID), or waits
+    --lock-timeout seconds for it; an expired lease is taken over. A run that loses its lease
+    (force-unlock) stops before its next commit. See `reconcile force-unlock --help`.
+
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
+
+    \b
+    Examples:
+      reconcile apply plan.json --spec specs/checkins.yaml
+      # a scheduled run: wait up to 10 minutes for another run's lease; a killed run's lease
+      # keeps others out for 2 minutes at most
+      reconcile apply --spec specs/checkins.yaml --source firestore://my-project --auto-approve \\
+        --lock-timeout 600 --lease-ttl 120
+      # the lease kept in another collection (every run on the database must name the same)
+      reconcile apply plan.json --lock-collection ops_locks
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty)
+               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty, lock_timeout=lock_timeout,
+               lease_ttl=lease_ttl)
     if plan_file:
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
@@ -403,20 +474,20 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     else:
         if not (spec_path and source):
             raise click.UsageError("give a saved PLAN, or both --spec and --source")
-        # Planned and applied in one run: checked against the data by each write's precondition
-        # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
-        planned = commands.plan(spec_path, source, run.options, whole=True, select=select, pin=False)
-        if fmt != "json":
-            _echo(render_plan(planned.plan, fmt))
-        if not planned.plan.ops and fmt != "json":
-            click.echo("Nothing to apply.")
-        asked = bool(planned.plan.ops) and not auto_approve
-        if asked:
-            _confirm(planned.plan, source)
-        # After a prompt, the data may have changed while the operator read: apply then checks the
-        # plan against a fresh read, as it does a saved plan.
-        applied = commands.apply(planned.plan, planned.spec, before=None if asked else planned.state,
-                                 options=run.options)
+
+        def review(planned: commands.Planned) -> bool:
+            if fmt != "json":
+                _echo(render_plan(planned.plan, fmt))
+            if not planned.plan.ops and fmt != "json":
+                click.echo("Nothing to apply.")
+            asked = bool(planned.plan.ops) and not auto_approve
+            if asked:
+                _confirm(planned.plan, source)
+            # After a prompt, the data may have changed while the operator read: apply then checks
+            # the plan against a fresh read, as it does a saved plan.
+            return asked
+
+        applied = commands.plan_and_apply(spec_path, source, review, run.options, select=select)
     run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
     if applied.journal and fmt != "json":
         click.echo(f"Journal: {printable(str(applied.journal))}")
@@ -509,6 +580,7 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
           select: str | None, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
@@ -561,6 +633,7 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
 @allow_empty_option
 @quiet_option
 @timeout_option
+@lock_collection_option
 def series(spec_path: str, source: str, select: str, fmt: str, show_values: bool, allow_empty: bool,
            quiet: bool, timeout: float) -> None:
     """Show the weeks of the series --select names, as a plan would leave them.
@@ -591,11 +664,17 @@ def series(spec_path: str, source: str, select: str, fmt: str, show_values: bool
 @click.option("--spec", "spec_path", metavar="SPEC", help="Export only the collections SPEC reads.")
 @quiet_option
 @timeout_option
+@lock_collection_option
 def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout: float) -> None:
     """Export SRC's collections to a snapshot file (a backup, or offline planning input).
 
     Every Firestore type is kept exactly: timestamps to the microsecond, null, integer vs double,
-    bytes, references, geo points, nested maps and arrays. The file is replaced atomically.
+    bytes, references, geo points, nested maps and arrays. The file is replaced atomically. The
+    tool's own lock collection (--lock-collection) is not data and is never exported.
+
+    \b
+    Example:
+      reconcile snapshot --source firestore://my-project --out backup.json
     """
     _refuse_output(out, _inputs(spec_path, source))
     run = _Run(quiet, timeout=timeout)
@@ -603,6 +682,53 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
     run.finish(f"exported {_documents(state)} documents")
     counts = ", ".join(f"{name} {len(docs)}" for name, docs in sorted(state.collections.items()))
     click.echo(f"Wrote {out}: {counts}.")
+
+
+@cli.command("force-unlock")
+@click.argument("lease_id", metavar="LEASE_ID")
+@click.option("--source", required=True, metavar="SRC",
+              help="The database whose lease to release: firestore://PROJECT[/DATABASE].")
+@click.option("--auto-approve", is_flag=True, help="Release without asking for confirmation.")
+@timeout_option
+@lock_collection_option
+def force_unlock(lease_id: str, source: str, auto_approve: bool, timeout: float) -> None:
+    """Release the lease LEASE_ID that another run holds on SRC.
+
+    For a run that is gone (killed with SIGKILL, its machine or network lost) whose lease you will
+    not wait for: it expires by itself --lease-ttl seconds (default 60) after its last renewal. The
+    lease is released only if the database's lease has exactly this ID (the one a refused run
+    named); it is marked released, with who released it and when, never deleted. Asks for
+    confirmation (the holder, its operation, since when) unless --auto-approve.
+
+    Safe when the holder is gone. If the holder still runs, it stops before its next commit (exit 1,
+    its journal saying it lost the lease): what it wrote stays, every write under its precondition,
+    and re-running apply completes the rest. A snapshot file's lock is the operating system's: it
+    ends with its process, and has nothing to force-unlock.
+
+    \b
+    Example (the ID from "... locked by another run: lease 3f9c2a7be1d04a65 of ..."):
+      reconcile force-unlock 3f9c2a7be1d04a65 --source firestore://my-project
+    """
+    run = _Run(True, timeout=timeout)
+
+    def confirm(holder: Holder, now: datetime) -> None:
+        if auto_approve:
+            return
+        if not sys.stdin.isatty():
+            raise LeaseError("refusing to force-unlock without confirmation: standard input is not a "
+                             "terminal; pass --auto-approve")
+        answer = click.prompt(printable(f"Release the {holder.describe(now)} on {source}? Only 'yes' is "
+                                        "accepted"), default="", show_default=False)
+        if answer.strip() != "yes":
+            click.echo("Cancelled; the lease is still held.")
+            raise _Exit(EXIT_OK)
+
+    unlocked = commands.force_unlock(lease_id, source, confirm, run.options)
+    if unlocked.already_released:
+        click.echo(printable(f"Nothing to do: the {unlocked.holder.describe(unlocked.at)} on {source}."))
+        return
+    click.echo(printable(f"Released the {unlocked.holder.who(unlocked.at)} on {source}. The next run can "
+                         "take the lease; if that run still goes on, it stops before its next commit."))
 
 
 @cli.command()
@@ -631,11 +757,13 @@ def snapshot(source: str, out: str, spec_path: str | None, quiet: bool, timeout:
               help="Documents per commit.")
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
+@lease_options
+@lock_collection_option
 @quiet_option
 @timeout_option
 def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: str, dry_run: bool,
             auto_approve: bool, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-            verbose: bool, quiet: bool, timeout: float) -> None:
+            verbose: bool, lock_timeout: float, lease_ttl: float, quiet: bool, timeout: float) -> None:
     """Create the documents of SNAPSHOT that are missing at --to; never touch one that exists.
 
     Create-only: each document of the snapshot that does not exist at the target is created with
@@ -665,7 +793,7 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
       reconcile restore snapshots/demo.json --to /tmp/staging.json --dry-run
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout)
+               batch_size=batch_size, timeout=timeout, lock_timeout=lock_timeout, lease_ttl=lease_ttl)
     planned = commands.plan_restore(snapshot_path, target, collections, run.options)
     plan = planned.plan
     if dry_run:
@@ -710,11 +838,13 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
                    "emulator or a snapshot file.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link's undo is never split across commits).")
+@lease_options
+@lock_collection_option
 @quiet_option
 @timeout_option
 def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run: bool, fmt: str,
-             journal_dir: Path, max_writes_per_second: float | None, batch_size: int, quiet: bool,
-             timeout: float) -> None:
+             journal_dir: Path, max_writes_per_second: float | None, batch_size: int, lock_timeout: float,
+             lease_ttl: float, quiet: bool, timeout: float) -> None:
     """Undo the writes one past apply (or restore) recorded in JOURNAL, where nobody has touched
     the documents since.
 
@@ -739,7 +869,7 @@ def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run:
       reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout)
+               batch_size=batch_size, timeout=timeout, lock_timeout=lock_timeout, lease_ttl=lease_ttl)
     planned = commands.plan_undo(journal_file, source, run.options)
     plan = planned.plan
     writes = bool(plan.ops) and not dry_run

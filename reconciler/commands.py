@@ -32,8 +32,10 @@ from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
 from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal
 from reconciler.kernel import Projection, projection, projection_union, reconcile
+from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
+from reconciler.lease import force_unlock as release_by_force
 from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
-from reconciler.plan import build_plan, loads_plan
+from reconciler.plan import build_plan, loads_plan, plan_bytes
 from reconciler.progress import Progress, Silent
 from reconciler.restore import RULE as RESTORE_RULE
 from reconciler.restore import RestoreCheck, RestorePlan, check_restore
@@ -50,7 +52,7 @@ from reconciler.rollback import (
 from reconciler.selection import equality_filters, parse_selection
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
-from reconciler.store import DEFAULT_TIMEOUT, MAX_BATCH, FirestoreStore, parse_source
+from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, FirestoreStore, parse_source
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, timelines
 from reconciler.values import printable
@@ -70,6 +72,10 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     allow_empty: bool = False  # a live database holding none of the spec's collections is expected
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    lock_timeout: float = 0.0  # seconds to wait for a lease another run holds
+    lease_ttl: float = DEFAULT_TTL  # seconds a lease lasts unless renewed
+    lock_collection: str = LOCK_COLLECTION
+    notify: Callable[[str], None] = lambda message: None  # notes for the operator (waiting, takeover)
 
 
 def open_store(source: str, options: Options | None = None, create: bool = False) -> Store:
@@ -79,7 +85,7 @@ def open_store(source: str, options: Options | None = None, create: bool = False
     if source.startswith(FIRESTORE_SCHEME):
         return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
                               max_writes_per_second=options.max_writes_per_second,
-                              timeout=options.timeout)
+                              timeout=options.timeout, lock_collection=options.lock_collection)
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "
                           "firestore://PROJECT[/DATABASE]")
@@ -173,10 +179,14 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
          select: str | None = None, pin: bool = True) -> Planned:
     """``whole``: read whole documents (apply needs them for its journal and its proof); else only
     the fields the plan reads, which gives the same plan from less I/O and memory. ``select``:
-    only the series whose key matches (FIELD=VALUE[,…]), and their responses. A snapshot file is
-    pinned by its absolute path and sha256, so that the saved plan applies to it and only it."""
+    only the series whose key matches (FIELD=VALUE[,…]), and their responses. ``pin``: a snapshot
+    file is pinned by its absolute path and sha256, so that the saved plan applies to it and only it."""
     spec = load_spec(spec_path)
-    selection = _selection(spec, select)  # a bad --select costs no reading
+    return _plan(spec, source, options, whole, _selection(spec, select), pin)  # a bad --select: no read
+
+
+def _plan(spec: Spec, source: str, options: Options | None, whole: bool,
+          selection: Selection | None = None, pin: bool = False) -> Planned:
     state = _read(source, options, spec.collections, None if whole else projection(spec), spec=spec,
                   selection=selection, pin=pin)
     return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection))
@@ -276,8 +286,20 @@ class Applied:
     journal: Path | None
 
 
-def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None) -> Applied:
-    """Admit the plan against a fresh read, write the admitted groups under their preconditions,
+def plan_digest(plan: Plan) -> str:
+    """What a lease records of the plan it applies: the sha256 of the plan file `plan --out` writes."""
+    return "sha256:" + hashlib.sha256(plan_bytes(plan)).hexdigest()
+
+
+def _hold(store: Store, options: Options, digest: str | None, operation: str = "apply"):
+    return hold_lease(store, operation=operation, plan_digest=digest, wait=options.lock_timeout,
+                      ttl=options.lease_ttl, notify=options.notify)
+
+
+def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None,
+          lease: AnyLease | None = None) -> Applied:
+    """Under the lease (``lease`` when the caller holds it, else taken here and released at the
+    end), admit the plan against a fresh read, write the admitted groups under their preconditions,
     journaled, then re-read, re-diff, verify.
 
     ``before``: the state the plan was made from, when it was made in this run; a saved plan is
@@ -287,6 +309,35 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
     store = open_store(plan_target(saved), options)
+    if lease is not None:
+        return _apply(saved, spec, before, options, store, lease)
+    with _hold(store, options, plan_digest(saved)) as held:
+        return _apply(saved, spec, before, options, store, held)
+
+
+def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool],
+                   options: Options | None = None, select: str | None = None) -> Applied:
+    """``apply --spec --source``: take the lease, plan, let ``review`` show the plan (it returns
+    True when a person took time to approve it, so that the plan is then checked against a fresh
+    read; it raises to cancel), apply. The lease is held from before the plan's read to the end,
+    so no other run of this tool writes between the plan shown and its writes."""
+    options = options or Options()
+    spec = load_spec(spec_path)  # a bad spec takes no lease
+    selection = _selection(spec, select)  # nor a bad --select
+    store = open_store(source, options)
+    with _hold(store, options, None) as lease:
+        # Planned and applied in one run: checked against the data by each write's precondition
+        # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
+        planned = _plan(spec, source, options, whole=True, selection=selection)
+        if lease.lease_id is not None:
+            lease.describe(plan_digest(planned.plan))
+        fresh = review(planned)
+        return apply(planned.plan, spec, before=None if fresh else planned.state, options=options,
+                     lease=lease)
+
+
+def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, store: Store,
+           lease: AnyLease) -> Applied:
     derived = saved.ops if before is not None else None
     if before is None:
         before = _read(store, options, spec.collections, None, spec=spec, selection=saved.selection,
@@ -300,7 +351,8 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
         try:
             if admission.skipped:
                 journal.not_sent(admission.skipped)
-            results += store.apply(list(admission.groups), options.clock(), journal, before)
+            results += store.apply(list(admission.groups), options.clock(), journal, before,
+                                   checkpoint=lease.check)
         except BaseException as error:
             journal.close(options.clock(), error)
             raise _interrupted(error, journal, admission.ops, saved.source) from error
@@ -403,6 +455,14 @@ def undo(planned: PlannedRollback, options: Options | None = None) -> RolledBack
     options = options or Options()
     plan, past = planned.plan, planned.past
     store = open_store(plan.source, options)
+    if not plan.ops:
+        return _undo(planned, options, store, None)
+    with _hold(store, options, f"sha256:{past.sha256}", "rollback") as lease:
+        return _undo(planned, options, store, lease)
+
+
+def _undo(planned: PlannedRollback, options: Options, store: Store, lease: AnyLease | None) -> RolledBack:
+    plan, past = planned.plan, planned.past
     results: list[OpResult] = []
     journal = None
     if plan.ops:
@@ -410,7 +470,8 @@ def undo(planned: PlannedRollback, options: Options | None = None) -> RolledBack
         journal = Journal(Path(options.journal_dir), plan, planned.read, options.clock(),
                           operation="rollback", undoes=undoes, encode_op=undo_to_data)
         try:
-            results = store.undo(plan.groups(), options.clock(), journal)
+            results = store.undo(plan.groups(), options.clock(), journal,
+                                 checkpoint=lease.check if lease else None)
         except BaseException as error:
             journal.close(options.clock(), error)
             if not isinstance(error, (KeyboardInterrupt, ReconcileError)):
@@ -438,6 +499,13 @@ def undo(planned: PlannedRollback, options: Options | None = None) -> RolledBack
                            {path: after.find(path) for path in paths})
     return RolledBack(planned=planned, results=tuple(results), check=check,
                       journal=journal.path if journal else None)
+
+
+def force_unlock(lease_id: str, source: str, confirm: Callable[[Holder, datetime], None],
+                 options: Options | None = None) -> Unlocked:
+    """Release the lease ``lease_id`` another run holds on ``source`` (only that one); ``confirm``
+    raises to cancel."""
+    return release_by_force(open_store(source, options or Options()), lease_id, confirm)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -536,15 +604,23 @@ def restore(planned: RestorePlanned, options: Options | None = None) -> Restored
     """Create the plan's documents, each only where none exists, through the store's journaled
     apply (batches, rate, deadlines, retries); then re-read the target and check the result."""
     options = options or Options()
+    store = open_store(planned.plan.target, options, create=True)
+    if not planned.plan.creates:
+        return _restore(planned, options, store, None)
+    with _hold(store, options, f"sha256:{planned.plan.snapshot_sha256}", "restore") as lease:
+        return _restore(planned, options, store, lease)
+
+
+def _restore(planned: RestorePlanned, options: Options, store: Store, lease: AnyLease | None) -> Restored:
     plan, before = planned.plan, planned.before
-    store = open_store(plan.target, options, create=True)
     results: list[OpResult] = []
     journal = None
     if plan.creates:
         journal = Journal(Path(options.journal_dir), _journal_plan(plan), before, options.clock(),
                           operation="restore")
         try:
-            results = store.apply([(op,) for op in plan.creates], options.clock(), journal, before)
+            results = store.apply([(op,) for op in plan.creates], options.clock(), journal, before,
+                                  checkpoint=lease.check if lease else None)
         except BaseException as error:
             journal.close(options.clock(), error)
             raise _interrupted(error, journal, len(plan.creates), plan.target, "restore",

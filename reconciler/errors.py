@@ -10,6 +10,9 @@
     ├── SelectionError             a --select names no series key field, or matches no series; a
     │                              --collection names no collection of the snapshot
     ├── ApplyInterrupted           a run stopped after some writes: what was written, and what next
+    ├── LeaseError                 the lease (one writer at a time) cannot be taken or released as asked
+    │   ├── LeaseHeld              another run holds it: this one starts no write
+    │   └── LeaseLost              this run's lease was released or taken over: stop before the next commit
     └── ApplyRefused               a run that writes will not start (no terminal to ask, wrong source)
         └── UnsafePlan             the plan holds a write its spec could never make (nothing written)
 
@@ -69,6 +72,20 @@ class UnsafePlan(ApplyRefused):
 
 class ServerLost(SourceError):
     """The database did not answer within the deadline, or kept failing, after every retry."""
+
+
+class LeaseError(ReconcileError):
+    """The lease cannot be taken, released or force-unlocked as asked (a wrong lease ID, a lease
+    document this build cannot read)."""
+
+
+class LeaseHeld(LeaseError):
+    """Another run holds the lease (or the snapshot file's lock): nothing was written."""
+
+
+class LeaseLost(LeaseError):
+    """This run's lease was force-unlocked, taken over after it expired, or could not be renewed in
+    time: the run stops before its next commit."""
 
 
 class ApplyInterrupted(ReconcileError):

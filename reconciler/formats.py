@@ -1,7 +1,8 @@
 """The files this build writes and reads, their versions, and the one check of a file's version.
 
 Every file the tool writes is a JSON object (or, for a journal, JSON lines whose first line is
-one) that starts with ``"format"`` and ``"format_version"``. A reader accepts its own major version
+one) that starts with ``"format"`` and ``"format_version"``; so does the lease document it keeps in
+a database. A reader accepts its own major version
 from ``oldest`` on, minor versions newer than its own included (readers ignore keys they do not
 know); anything else is refused in one sentence that says what to do, and says nothing of what
 another kind of file holds (it may be anything, secrets included). docs/plan-format.md documents
@@ -55,7 +56,9 @@ RESTORE = FileFormat(name="reconcile-restore", version="1.0", oldest="1.0", what
                      how_to_make="`reconcile restore SNAPSHOT --to TARGET --format json`", read=False)
 ROLLBACK = FileFormat(name="reconcile-rollback", version="1.0", oldest="1.0", what="a rollback report",
                       how_to_make="`reconcile rollback JOURNAL --format json`", read=False)
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE, ROLLBACK)
+LEASE = FileFormat(name="reconcile-lease", version="1.0", oldest="1.0",
+                   what="a lease document", how_to_make="`reconcile apply`")
+ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE, ROLLBACK, LEASE)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -481,20 +481,24 @@ class SnapshotStore:
         return self.read(sorted({path.partition("/")[0] for path in paths}))
 
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
-              current: State | None = None) -> list[OpResult]:
+              current: State | None = None, checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         """Apply each group atomically (all its ops or none), then replace the file once: the
         whole apply is one commit. ``current`` is unused: the file is re-read here, so that the
         preconditions are checked against what it holds at this moment. The file then holds the
         data as of ``now``, its read time; a symbolic link is written through, so the file it names
-        is the one replaced."""
-        return self._commit(groups, now, journal, apply_groups)
+        is the one replaced. ``checkpoint`` is called once, before the commit (the lease's check)."""
+        return self._commit(groups, now, journal, apply_groups, checkpoint)
 
-    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None,
+             checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         """A rollback's undo groups (deletes, clears), written like ``apply`` writes a plan: one
         commit, each group whole or not at all, under the same update-time preconditions."""
-        return self._commit(groups, now, journal, undo_groups)
+        return self._commit(groups, now, journal, undo_groups, checkpoint)
 
-    def _commit(self, groups: list[Any], now: datetime, journal: Any, write: Any) -> list[OpResult]:
+    def _commit(self, groups: list[Any], now: datetime, journal: Any, write: Any,
+                checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
+        if checkpoint is not None:
+            checkpoint()
         new_file = self.create and not os.path.lexists(self.path)
         state = self.read()
         number = journal.before_commit([op for group in groups for op in group]) if journal else 0

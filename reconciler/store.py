@@ -20,12 +20,20 @@ groups ``guard.admit`` let through, in atomic commits of at most 500 writes:
   ``ServerLost``. The library's own retries are off, so no wait is longer than ours;
 - if a retried commit then meets its own earlier write, the group is recognised as applied;
 - the write rate follows the 500/50/5 ramp in production (start at 500 writes/s, +50% every
-  5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled.
+  5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled;
+- ``checkpoint`` (the lease's check) is called before every commit: a run that lost its lease
+  stops there.
+
+The lock collection (``lock_collection``, default ``_reconcile_locks``) holds the tool's lease
+document and is never read as data: listing every collection skips it, and naming it is refused.
+Its one document is read and written only by ``read_lease``, ``create_lease`` and ``update_lease``,
+each write under a precondition; nothing else here can reach it, and they can reach nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import socket
@@ -50,6 +58,7 @@ PAGE_SIZE = 50_000  # documents per stream; the emulator rescans for each cursor
 MAX_BATCH = 500  # Firestore's limit of writes in one commit
 PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read time is the server's now
 DEFAULT_TIMEOUT = 60.0  # seconds any one server call may take, retries included
+LOCK_COLLECTION = "_reconcile_locks"  # the tool's own collection: the lease document, never data
 MAX_DOCUMENT_BYTES = 1_048_576  # Firestore's limit on one document's size
 _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
 _DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
@@ -78,8 +87,9 @@ def parse_source(source: str) -> tuple[str, str]:
 class FirestoreStore:
     def __init__(self, source: str, *, page_size: int = PAGE_SIZE, batch_size: int = MAX_BATCH,
                  max_writes_per_second: float | None = None, progress: Progress | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, lock_collection: str = LOCK_COLLECTION) -> None:
         self.source = source
+        self.lock_collection = lock_collection
         self.timeout = timeout
         self.project, self.database = parse_source(source)
         self.page_size = page_size
@@ -88,6 +98,12 @@ class FirestoreStore:
         self.progress = progress or Silent()
         self.emulator = os.environ.get("FIRESTORE_EMULATOR_HOST") or None
         self._client: Any = None
+
+    def with_timeout(self, timeout: float) -> FirestoreStore:
+        """The same store (its connection too), whose calls end within ``timeout`` seconds."""
+        quick = copy.copy(self)
+        quick.timeout = timeout
+        return quick
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -149,9 +165,13 @@ class FirestoreStore:
         ``where``, only the documents of a collection that its equality filters keep."""
         where = where or {}
         client = self.client()
+        if collections is not None and self.lock_collection in collections:
+            raise SourceError(f"{self.source}: {self.lock_collection} is the collection of this tool's "
+                              "lease (--lock-collection), never data; a spec may not name it: rename the "
+                              "collection in the spec, or keep the lease elsewhere with --lock-collection")
         names = list(collections) if collections is not None else sorted(
             c.id for c in self._retrying("listing collections", lambda seconds: list(
-                client.collections(retry=None, timeout=seconds))))
+                client.collections(retry=None, timeout=seconds))) if c.id != self.lock_collection)
         if read_time is None:
             read_time = self.server_time(names[0] if names else "reconcile")
         # One stream per collection, concurrently: the server sends one while this process
@@ -228,9 +248,11 @@ class FirestoreStore:
     # -- writes ----------------------------------------------------------------------------------
 
     def apply(self, groups: list[tuple[Op, ...]], now: datetime, journal: Any = None,
-              current: State | None = None) -> list[OpResult]:
+              current: State | None = None, checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         """Commit the groups in batches of whole groups, each batch atomic. ``current``: the fresh
-        read the groups were admitted on, to check Firestore's limits before the first commit."""
+        read the groups were admitted on, to check Firestore's limits before the first commit.
+        ``checkpoint`` is called before each commit, after any wait for the write rate: it raises
+        to stop the run there (a lost lease)."""
         results: list[OpResult] = []
         writable: list[tuple[Op, ...]] = []
         for group in groups:
@@ -242,20 +264,24 @@ class FirestoreStore:
                 writable.append(group)
         if journal and results:
             journal.not_sent(results)
-        return results + self._write(writable, journal, _add_write)
+        return results + self._write(writable, journal, _add_write, checkpoint)
 
-    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None) -> list[OpResult]:
+    def undo(self, groups: list[tuple[UndoOp, ...]], now: datetime, journal: Any = None,
+             checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         """Commit a rollback's undo groups (deletes, clears) like ``apply`` commits a plan's: whole
         groups per atomic commit, each write under its update-time precondition, journaled."""
-        return self._write(groups, journal, _add_undo)
+        return self._write(groups, journal, _add_undo, checkpoint)
 
-    def _write(self, groups: Sequence[tuple[Write, ...]], journal: Any, add: Adder) -> list[OpResult]:
+    def _write(self, groups: Sequence[tuple[Write, ...]], journal: Any, add: Adder,
+               checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
         results: list[OpResult] = []
         task = self.progress.task("write", total=sum(len(g) for g in groups))
         limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
         for batch in _batches(list(groups), self.batch_size):
             ops = [op for group in batch for op in group]
             limiter.wait(len(ops))
+            if checkpoint is not None:
+                checkpoint()
             number = journal.before_commit(ops) if journal else 0
             outcome = self._commit_groups(batch, retried=False, add=add)
             if journal:
@@ -326,6 +352,48 @@ class FirestoreStore:
             client.get_all(refs, read_time=read_time, retry=None, timeout=seconds)))
         return [_document(snapshot.reference.path.partition("/")[0], snapshot)
                 for snapshot in snapshots if snapshot.exists]
+
+    # -- the lease document ----------------------------------------------------------------------
+
+    def read_lease(self, doc_id: str) -> tuple[Document | None, datetime]:
+        """The lease document ``doc_id`` of the lock collection (None when there is none), and the
+        server's time of the read: expiry is judged by the server's clock, never a client's."""
+        client = self.client()
+        ref = client.collection(self.lock_collection).document(doc_id)
+        snapshot = self._retrying("reading the lease", lambda seconds: next(iter(
+            client.get_all([ref], retry=None, timeout=seconds))))
+        read_time = _plain_datetime(snapshot.read_time)
+        assert read_time is not None
+        return (_document(self.lock_collection, snapshot) if snapshot.exists else None), read_time
+
+    def create_lease(self, doc_id: str, fields: dict[str, Any]) -> datetime | None:
+        """Create the lease document, only if it does not exist: its update time, or None when it
+        exists (someone else's, or this run's own write whose reply was lost: read it to know)."""
+        ref = self.client().collection(self.lock_collection).document(doc_id)
+        return self._write_lease("taking the lease", lambda seconds: ref.create(
+            _to_firestore(fields, self.client()), retry=None, timeout=seconds))
+
+    def update_lease(self, doc_id: str, fields: dict[str, Any], update_time: datetime) -> datetime | None:
+        """Set the lease document's fields, only if it is still at ``update_time``: its new update
+        time, or None when it changed since (or is gone)."""
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        client = self.client()
+        ref = client.collection(self.lock_collection).document(doc_id)
+        option = client.write_option(last_update_time=update_time)
+        changes = {FieldPath(name).to_api_repr(): _to_firestore(value, client)
+                   for name, value in fields.items()}
+        return self._write_lease("writing the lease", lambda seconds: ref.update(
+            changes, option=option, retry=None, timeout=seconds))
+
+    def _write_lease(self, what: str, write: Callable[[float], Any]) -> datetime | None:
+        try:
+            result = self._retrying(what, write, refusals=True)
+        except _Refused as refusal:
+            if refusal.invalid:
+                raise SourceError(f"{self.source}: {what} failed: {refusal.reason}") from refusal
+            return None
+        return _plain_datetime(result.update_time)
 
     def create_all(self, state: State) -> None:
         """Load a state with creates only (each document must not exist): for tests and benchmarks."""

@@ -264,7 +264,7 @@ def test_debug_shows_the_traceback():
 
 
 @pytest.mark.parametrize("command", ["validate", "audit", "plan", "apply", "check", "snapshot", "restore",
-                                     "schema"])
+                                     "rollback", "schema", "force-unlock"])
 def test_every_command_explains_itself(command):
     run = reconcile(command, "--help")
     assert run.returncode == 0 and "Usage: reconcile " + command in run.stdout

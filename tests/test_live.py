@@ -293,7 +293,7 @@ def test_a_crash_mid_apply_then_a_rerun_converges_with_no_duplicate_and_no_loss(
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "apply", "--spec", str(CHECKINS), "--source", live.source,
          "--auto-approve", "--batch-size", "5", "--max-writes-per-second", "150", "--quiet",
-         "--journal-dir", str(journal_dir)],
+         "--lease-ttl", "5", "--journal-dir", str(journal_dir)],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     deadline = time.monotonic() + 120
@@ -308,8 +308,9 @@ def test_a_crash_mid_apply_then_a_rerun_converges_with_no_duplicate_and_no_loss(
     middle = live.read()
     assert len(middle.collections[A]) < len(before.collections[A]) + 379, "the kill came too late"
 
+    # The killed run's lease outlives it until it expires; the rerun waits for that, then takes it.
     rerun = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve",
-                      "--journal-dir", journal_dir)
+                      "--lock-timeout", "120", "--journal-dir", journal_dir)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     after = live.read()
     assert len(after.collections[A]) == len(before.collections[A]) + 379
