@@ -445,6 +445,7 @@ def test_restore_and_rollback_while_the_lease_is_held_name_the_holder_and_write_
     assert live.dump() == before
     assert not (tmp_path / "undo").exists() and not (tmp_path / "restore").exists()
     # Free again: the restore brings the deleted document back, under a lease of its own.
-    again = reconcile("restore", DEMO, "--to", live.source, "--auto-approve", "--journal-dir", tmp_path / "r2")
+    again = reconcile("restore", DEMO, "--to", live.source, "--auto-approve",
+                      "--journal-dir", tmp_path / "r2")
     assert again.returncode == 0, again.stdout + again.stderr
     assert holder(live.source).operation == "restore" and holder(live.source).state == "released"
