@@ -385,11 +385,14 @@ class FileLease:
         self.source = store.source
         self.path = store.path
         self.lock_path = store.path.with_name(store.path.name + ".lock")
+        self.creating = store.create
         self.notify = notify
         self._lock = FileLock(str(self.lock_path))
 
     def take(self, wait: float = 0.0) -> None:
-        if not self.path.exists():  # no lock file beside a mistyped path
+        # No lock file beside a mistyped path; a restore into a new file (a store that may create
+        # its file) locks the name it is about to create.
+        if not self.path.exists() and not self.creating:
             raise SourceError(f"{self.source}: snapshot file not found")
         try:
             try:

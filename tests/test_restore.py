@@ -391,7 +391,8 @@ def start_slow_restore(live, tmp_path, journal_dir) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler", "restore", str(DEMO), "--to", live.source, "--auto-approve",
-         "--batch-size", "3", "--max-writes-per-second", "20", "--quiet", "--journal-dir", str(journal_dir)],
+         "--batch-size", "3", "--max-writes-per-second", "20", "--quiet", "--journal-dir", str(journal_dir),
+         "--lease-ttl", "5"],  # a killed run keeps its lease until it expires: keep that short
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
 
@@ -416,7 +417,8 @@ def test_a_killed_restore_run_again_creates_only_what_is_missing(live, tmp_path)
     landed = len(fields_of(middle))
     assert 0 < landed < 109, "the kill came too early or too late"
 
-    rerun = restore(DEMO, "--to", live.source, "--auto-approve", journal_dir=journal_dir)
+    rerun = restore(DEMO, "--to", live.source, "--auto-approve", "--lock-timeout", "120",
+                    journal_dir=journal_dir)  # the killed run's lease expires first
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"Restore: {109 - landed} to create, {landed} present and identical, 0 present and different" \
            in rerun.stdout
