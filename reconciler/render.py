@@ -108,6 +108,11 @@ def findings_text(findings: tuple[Finding, ...] | list[Finding]) -> list[str]:
     return lines
 
 
+def _fields_line(fields: dict) -> str:
+    """A document's fields on one line, sorted, each name and value escaped for a terminal."""
+    return ", ".join(f"{printable(name)}={show(value)}" for name, value in sorted(fields.items()))
+
+
 @singledispatch
 def op_text(op: Op) -> list[str]:
     raise TypeError(f"no text renderer for {type(op).__name__}")
@@ -115,7 +120,7 @@ def op_text(op: Op) -> list[str]:
 
 @op_text.register
 def _(op: CreateDocumentOp) -> list[str]:
-    fields = ", ".join(f"{printable(name)}={show(value)}" for name, value in sorted(op.fields.items()))
+    fields = _fields_line(op.fields)
     return [f"  + create {printable(op.path)}  ({printable(', '.join(op.rules))})", f"      {fields}"]
 
 
@@ -566,7 +571,7 @@ def undo_text(op: UndoOp) -> list[str]:
 
 @undo_text.register
 def _(op: DeleteDocumentOp) -> list[str]:
-    fields = ", ".join(f"{printable(name)}={show(value)}" for name, value in sorted(op.fields.items()))
+    fields = _fields_line(op.fields)
     return [f"  - delete  {printable(op.path)}  (created by the run)", f"      {fields}"]
 
 
