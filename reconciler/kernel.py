@@ -14,7 +14,7 @@ import json
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.model import (
     ACTION_BASE_WEEK,
@@ -90,68 +90,100 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else show(value)
 
 
+# What one document is to the plan: decided from that document alone, so that it can be done on
+# any worker before the documents of a series meet (``group_series`` does it on one machine).
+
+
+class Placed(NamedTuple):
+    """A document placed in a series: its type-exact key (``canon``), its key as read, its week
+    (a member's, from ``member_week``; a response's, from its own week field). A named tuple: one
+    is made per document, and it is the cheapest immutable record to make."""
+
+    canon: tuple[Any, ...]
+    key: tuple[Any, ...]
+    week: int
+    doc: Document
+
+
+def classify_member(spec: Spec, doc: Document) -> Placed | Finding | None:
+    """A document of the series collection: a member of a series, a finding (it says it is
+    recurring but cannot be placed), or None (not recurring: not the plan's business)."""
+    rule = spec.series
+    fields = doc.fields
+    week = fields.get(rule.week_field, MISSING)
+    if type(week) is not int:  # the common case inline; member_week() says the rest
+        week = member_week(spec, doc)
+        if week is None:
+            return None
+    key = tuple([fields.get(name, MISSING) for name in rule.key])
+    if week == "invalid":
+        return Finding(code="assignment.week_invalid", path=doc.path, series="",
+                       message=f"is recurring but {rule.week_field} is {show(doc.get(rule.week_field))}, "
+                               "not an integer week; left untouched")
+    canon = tuple([key_part(part) for part in key])
+    if None in canon:
+        return Finding(code="assignment.key_invalid", path=doc.path, series="",
+                       message=f"is recurring but its series key ({_key_text(rule.key, key)}) is not "
+                               "made of non-empty strings or integers; left untouched")
+    return Placed(canon, key, week, doc)
+
+
+def classify_response(spec: Spec, doc: Document) -> Placed | Finding:
+    """A document of the link's collection: placed by its series key and week, or a finding. Whether
+    its series exists is known only when the series' documents meet: see ``orphan_response``."""
+    link = spec.link
+    assert link is not None
+    fields = doc.fields
+    week = fields.get(link.week_field)
+    if type(week) is not int:
+        return Finding(code="response.week_invalid", path=doc.path, series="",
+                       message=f"has no integer {link.week_field} "
+                               f"({show(doc.get(link.week_field))}); cannot be placed, left untouched")
+    key = tuple([fields.get(name, MISSING) for name, _ in link.key])
+    canon = tuple([key_part(part) for part in key])
+    if None in canon:
+        return Finding(code="response.key_invalid", path=doc.path, series="",
+                       message=f"its series key ({_key_text([name for name, _ in link.key], key)}) is "
+                               "not made of non-empty strings or integers; left untouched")
+    return Placed(canon, key, week, doc)
+
+
+def orphan_response(spec: Spec, placed: Placed) -> Finding:
+    """A placed response whose key no recurring series has."""
+    return Finding(code="response.series_missing", path=placed.doc.path,
+                   series=series_label(spec, placed.key),
+                   message="no recurring series has this key; left untouched")
+
+
 def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Finding]]:
     """Read each collection once and split it by series key. Returns the series and the findings
     about documents that belong to no series. Order inside a series is not meaningful."""
-    rule = spec.series
     findings: list[Finding] = []
     members: dict[tuple[Any, ...], list[Member]] = {}
     keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    key_names = rule.key
-    for doc in state.documents(rule.collection).values():
-        fields = doc.fields
-        week = fields.get(rule.week_field, MISSING)
-        if type(week) is not int:  # the common case inline; member_week() says the rest
-            week = member_week(spec, doc)
-            if week is None:
-                continue
-        key = tuple([fields.get(name, MISSING) for name in key_names])
-        if week == "invalid":
-            findings.append(Finding(
-                code="assignment.week_invalid", path=doc.path, series="",
-                message=f"is recurring but {rule.week_field} is {show(doc.get(rule.week_field))}, "
-                        "not an integer week; left untouched"))
+    for doc in state.documents(spec.series.collection).values():
+        placed = classify_member(spec, doc)
+        if placed is None:
             continue
-        canon = tuple([key_part(part) for part in key])
-        if None in canon:
-            findings.append(Finding(
-                code="assignment.key_invalid", path=doc.path, series="",
-                message=f"is recurring but its series key ({_key_text(rule.key, key)}) is not "
-                        "made of non-empty strings or integers; left untouched"))
+        if type(placed) is Finding:
+            findings.append(placed)
             continue
-        found = members.get(canon)
+        found = members.get(placed.canon)
         if found is None:
-            found = members[canon] = []
-            keys[canon] = key
-        found.append(Member(doc, week))
+            found = members[placed.canon] = []
+            keys[placed.canon] = placed.key
+        found.append(Member(doc, placed.week))
 
     responses: dict[tuple[Any, ...], list[Document]] = {}
-    link = spec.link
-    if link is not None:
-        response_key = [name for name, _ in link.key]
-        for doc in state.documents(link.collection).values():
-            fields = doc.fields
-            if type(fields.get(link.week_field)) is not int:
-                findings.append(Finding(
-                    code="response.week_invalid", path=doc.path, series="",
-                    message=f"has no integer {link.week_field} "
-                            f"({show(doc.get(link.week_field))}); cannot be placed, left untouched"))
-                continue
-            key = tuple(fields.get(name, MISSING) for name in response_key)
-            canon = tuple(map(key_part, key))
-            if None in canon:
-                findings.append(Finding(
-                    code="response.key_invalid", path=doc.path, series="",
-                    message=f"its series key ({_key_text(response_key, key)}) is not "
-                            "made of non-empty strings or integers; left untouched"))
-                continue
-            if canon not in members:
-                findings.append(Finding(
-                    code="response.series_missing", path=doc.path,
-                    series=series_label(spec, key),
-                    message="no recurring series has this key; left untouched"))
-                continue
-            responses.setdefault(canon, []).append(doc)
+    if spec.link is not None:
+        for doc in state.documents(spec.link.collection).values():
+            placed = classify_response(spec, doc)
+            if type(placed) is Finding:
+                findings.append(placed)
+            elif placed.canon not in members:
+                findings.append(orphan_response(spec, placed))
+            else:
+                responses.setdefault(placed.canon, []).append(doc)
 
     series = [
         SeriesInput(key=keys[canon], label=series_label(spec, keys[canon]), members=tuple(found),
