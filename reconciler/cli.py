@@ -103,6 +103,32 @@ lock_collection_option = click.option(
          "data: snapshot skips it, a spec may not name it. Give every run on a database the same NAME.")
 
 
+def _runner(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    ctx.meta[f"reconcile.{param.name}"] = value
+    return value
+
+
+def runner_options(command):
+    """--runner, --pipeline-option and --read-partitions, for the commands that plan (plan, check,
+    apply); their values reach the run through the context (``_Run``)."""
+    command = click.option(
+        "--read-partitions", type=click.IntRange(1, 100_000), metavar="N", expose_value=False,
+        callback=_runner, help="With --runner beam: split each collection's read into N partitions read "
+                               "in parallel (default 16; on Dataflow, a few per worker).")(command)
+    command = click.option(
+        "--pipeline-option", "pipeline", multiple=True, metavar="KEY=VALUE", expose_value=False,
+        callback=_runner,
+        help="With --runner beam: passed to Apache Beam as --KEY=VALUE (repeatable), e.g. "
+             "runner=DataflowRunner, project=P, region=R, temp_location=gs://B/tmp; Beam's "
+             "DirectRunner (this machine) unless a runner is named. See docs/scale.md.")(command)
+    return click.option(
+        "--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+        expose_value=False, callback=_runner,
+        help="local: plan in this process. beam: plan on Apache Beam (the beam extra: pip install "
+             "'checkin-reconciler[beam]'), the same kernel over many workers, for data past one "
+             "machine; the plan is the same.")(command)
+
+
 class _Exit(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
@@ -117,8 +143,12 @@ class _Run:
         self.progress = progress.choose(quiet, color=_color_allowed())
         ctx = click.get_current_context(silent=True)
         lock_collection = (ctx.meta.get("reconcile.lock_collection") if ctx else None) or LOCK_COLLECTION
+        meta = ctx.meta if ctx else {}
         self.options = commands.Options(progress=self.progress, notify=self.note,  # type: ignore[arg-type]
-                                        lock_collection=lock_collection, **store)
+                                        lock_collection=lock_collection,
+                                        runner=meta.get("reconcile.runner") or "local",
+                                        pipeline=tuple(meta.get("reconcile.pipeline") or ()),
+                                        read_partitions=meta.get("reconcile.read_partitions"), **store)
 
     def note(self, message: str) -> None:
         """A note for the operator on stderr (waiting for a lease, taking over an expired one),
@@ -309,8 +339,10 @@ split_option = click.option(
                    "the change from OLD to SPEC does: writes added, removed and changed, per rule and per "
                    "series, and the existing documents that will disagree with SPEC (a person decides "
                    "those; the tool never changes them).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Also save the plan (JSON) to this "
-              "file, for `reconcile apply FILE` (with --compare-spec: SPEC's plan).")
+@click.option("--out", type=click.Path(), help="Also save the plan (JSON) to this file, for "
+              "`reconcile apply FILE` (with --compare-spec: SPEC's plan). With --runner beam, a new or "
+              "empty directory (or gs://BUCKET/PREFIX) for the sharded plan: manifest.json and its shards, "
+              "which apply and show read like a plan file.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="text for a terminal, markdown for a pull-request comment, json for machines (the "
                    "plan file; with --compare-spec, the comparison).")
@@ -324,6 +356,7 @@ split_option = click.option(
 @quiet_option
 @timeout_option
 @lock_collection_option
+@runner_options
 def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None, fmt: str,
          detailed_exitcode: bool, show_values: bool, split_dir: str | None, select: str | None,
          allow_empty: bool, quiet: bool, timeout: float) -> None:
@@ -344,19 +377,26 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
         raise click.UsageError("--select plans a subset of the series; a spec change is compared on "
                                "all of them: give one or the other")
     inputs = _inputs(spec_path, source) + _inputs(old_spec_path, "")
-    if out:
+    beam = click.get_current_context().meta.get("reconcile.runner") == "beam"
+    if out and not beam:  # a Beam plan's directory is checked by the pipeline: new or empty
         _refuse_output(out, inputs)  # before the run: a refused --out costs no reading
     run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
+    if beam and (select or old_spec_path):
+        raise click.UsageError("--runner beam plans every series of one spec: --select and --compare-spec "
+                               "run with --runner local (the default)")
     if old_spec_path:
         compared = commands.compare_specs(spec_path, old_spec_path, source, run.options)
         planned, changed = compared.new, compared.comparison.differs
+    elif beam:
+        planned = commands.plan_on_beam(spec_path, source, run.options, out=out)
+        changed = bool(planned.plan.summary.changes)
     else:
         planned = commands.plan(spec_path, source, run.options, select=select)
         changed = bool(planned.plan.summary.changes)
-    saved = plan_bytes(planned.plan) if out or (fmt == "json" and not old_spec_path) else b""
-    if out:
+    saved = plan_bytes(planned.plan) if (out and not beam) or (fmt == "json" and not old_spec_path) else b""
+    if out and not beam:
         _write_output(out, saved, inputs)
-    run.finish(f"planned {_documents(planned.state)} documents")
+    run.finish(f"planned {sum(planned.documents.values())} documents")
     if old_spec_path and split_dir:
         _write_split(split_dir, render_comparison_parts(compared.comparison, show_values))
     elif old_spec_path:
@@ -581,6 +621,7 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
 @quiet_option
 @timeout_option
 @lock_collection_option
+@runner_options
 def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_file: str | None,
           select: str | None, allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Drift check for schedules and CI: is SRC still in the shape SPEC declares?
@@ -601,10 +642,9 @@ def check(spec_path: str, source: str, fmt: str, baseline: str | None, metrics_f
     run = _Run(quiet, timeout=timeout, allow_empty=allow_empty)
     checked = commands.check(spec_path, source, run.options, baseline=baseline, select=select)
     planned, drift = checked.planned, checked.drift
-    run.finish(f"checked {_documents(planned.state)} documents")
+    run.finish(f"checked {sum(planned.documents.values())} documents")
     if metrics_file:
-        documents = {name: len(docs) for name, docs in planned.state.collections.items()}
-        _write_output(metrics_file, metrics_text(drift, documents), inputs, private=False)
+        _write_output(metrics_file, metrics_text(drift, planned.documents), inputs, private=False)
     if fmt == "json":
         _echo(to_json(drift_data(drift)), fmt=fmt)
     else:

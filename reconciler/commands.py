@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from reconciler.kernel import Projection, projection, projection_union, reconcil
 from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
 from reconciler.lease import force_unlock as release_by_force
 from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
-from reconciler.plan import build_plan, loads_plan, plan_bytes
+from reconciler.plan import build_plan, loads_plan, parse_plan_json, plan_bytes
 from reconciler.progress import Progress, Silent
 from reconciler.restore import RULE as RESTORE_RULE
 from reconciler.restore import RestoreCheck, RestorePlan, check_restore
@@ -50,6 +51,7 @@ from reconciler.rollback import (
     undo_to_data,
 )
 from reconciler.selection import equality_filters, parse_selection
+from reconciler.sharded import MANIFEST, assemble, parse_manifest
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
 from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, FirestoreStore, parse_source
@@ -76,6 +78,9 @@ class Options:
     lease_ttl: float = DEFAULT_TTL  # seconds a lease lasts unless renewed
     lock_collection: str = LOCK_COLLECTION
     notify: Callable[[str], None] = lambda message: None  # notes for the operator (waiting, takeover)
+    runner: str = "local"  # "beam": plan on Apache Beam (``beam.py``)
+    pipeline: tuple[str, ...] = ()  # KEY=VALUE options for Beam
+    read_partitions: int | None = None  # with Beam: partitions per collection read
 
 
 def open_store(source: str, options: Options | None = None, create: bool = False) -> Store:
@@ -173,6 +178,14 @@ class Planned:
     spec: Spec
     state: State
     plan: Plan
+    read: dict[str, int] | None = None  # documents read per collection, when ``state`` does not hold them
+
+    @property
+    def documents(self) -> dict[str, int]:
+        """How many documents of each collection the plan read."""
+        if self.read is not None:
+            return self.read
+        return {name: len(docs) for name, docs in self.state.collections.items()}
 
 
 def plan(spec_path: str, source: str, options: Options | None = None, whole: bool = False,
@@ -183,6 +196,45 @@ def plan(spec_path: str, source: str, options: Options | None = None, whole: boo
     file is pinned by its absolute path and sha256, so that the saved plan applies to it and only it."""
     spec = load_spec(spec_path)
     return _plan(spec, source, options, whole, _selection(spec, select), pin)  # a bad --select: no read
+
+
+def plan_on_beam(spec_path: str, source: str, options: Options | None = None,
+                 out: str | None = None) -> Planned:
+    """The plan made by the Beam pipeline (``--runner beam``), written as a sharded plan to ``out``
+    (a temporary directory, removed after, when None) and read back like a plan file."""
+    options = options or Options()
+    spec = load_spec(spec_path)
+    beam = _beam()
+    done = beam.plan(spec, source, out, options.pipeline,
+                     partitions=options.read_partitions or beam.DEFAULT_PARTITIONS,
+                     timeout=options.timeout, lock_collection=options.lock_collection)
+    directory = done.manifest.rsplit("/", 1)[0]
+    try:
+        saved = _read_sharded(directory, beam.read_files if "://" in directory else None)
+    finally:
+        if out is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    state = State(source=saved.source, read_time=saved.read_time, collections={}, file=saved.source_file)
+    if (source.startswith(FIRESTORE_SCHEME) and not options.allow_empty
+            and not any(done.documents.values())):
+        _refuse_empty(state, tuple(done.documents), options)
+    return Planned(spec=spec, state=state, plan=saved, read=done.documents)
+
+
+def _refuse_selection_on_beam(select: str | None) -> None:
+    if select:
+        raise SelectionError("--select plans a few series: run it with --runner local (the default); "
+                             "--runner beam is for all of them")
+
+
+def _beam():
+    """The Beam runner's module: only there when the ``beam`` extra is installed."""
+    try:
+        from reconciler import beam
+    except ImportError as error:
+        raise SourceError("--runner beam needs Apache Beam, which is not installed ("
+                          f"{error}); install it with `pip install 'checkin-reconciler[beam]'`") from None
+    return beam
 
 
 def _plan(spec: Spec, source: str, options: Options | None, whole: bool,
@@ -223,18 +275,9 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
     """A saved plan and the spec it carries, checked against the hash it was made with, and against
     the spec the operator reviewed: ``pinned`` when given, else the file the plan names, when it
     exists. The spec decides what apply may write, so a plan may not bring a spec of its own."""
-    try:
-        text = read_regular(path).decode("utf-8")
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: plan file not found; write one with "
-                            "`reconcile plan --spec SPEC --source SRC --out FILE`") from None
-    except FileProblem as problem:
-        raise PlanFileError(f"{path}: {problem}; give the plan file `reconcile plan --out` wrote") from None
-    except UnicodeDecodeError as error:
-        raise PlanFileError(f"{path}: not a plan file: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise PlanFileError(f"{path}: cannot read the plan file ({error.strerror})") from error
-    saved = loads_plan(text, path)
+    if os.path.basename(path) == MANIFEST and os.path.isfile(path):
+        path = os.path.dirname(path) or "."  # a sharded plan named by its manifest
+    saved = _read_sharded(path) if os.path.isdir(path) else _read_plan_file(path)
     spec = parse_spec(saved.spec_text.encode("utf-8"), saved.spec_path)
     if spec.sha256 != saved.spec_sha256:
         raise PlanFileError(f"{path}: the spec inside the plan does not match its sha256; the plan "
@@ -257,6 +300,47 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
                          "it, nothing was written. Re-run `reconcile plan` with the spec you mean, or "
                          "pass --spec with the spec the plan was reviewed with")
     return saved, spec
+
+
+def _read_plan_file(path: str) -> Plan:
+    try:
+        text = read_regular(path).decode("utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"{path}: plan file not found; write one with "
+                            "`reconcile plan --spec SPEC --source SRC --out FILE`") from None
+    except FileProblem as problem:
+        raise PlanFileError(f"{path}: {problem}; give the plan file `reconcile plan --out` wrote") from None
+    except UnicodeDecodeError as error:
+        raise PlanFileError(f"{path}: not a plan file: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise PlanFileError(f"{path}: cannot read the plan file ({error.strerror})") from error
+    return loads_plan(text, path)
+
+
+def _read_sharded(directory: str, reader: Callable[[str], bytes] | None = None) -> Plan:
+    """A sharded plan (``plan --runner beam --out DIR``): its manifest and every shard it names, each
+    checked against its sha256, assembled into the plan a plan file would hold. ``reader``: how to
+    read a file that is not local (gs://…), from the Beam extra."""
+    read = reader or read_regular
+    manifest_path = f"{directory}/{MANIFEST}"
+    try:
+        manifest_text = read(manifest_path).decode("utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"{directory}: a directory without {MANIFEST}; give a plan file, or the "
+                            "directory `reconcile plan --runner beam --out DIR` wrote") from None
+    except (FileProblem, OSError, UnicodeDecodeError) as problem:
+        raise PlanFileError(f"{manifest_path}: cannot read the manifest "
+                            f"({getattr(problem, 'strerror', None) or problem})") from None
+    manifest = parse_manifest(parse_plan_json(manifest_text, manifest_path), manifest_path)
+    contents = {}
+    for shard in manifest.shards:
+        try:
+            contents[shard.name] = read(f"{directory}/{shard.name}")
+        except (FileNotFoundError, FileProblem, OSError) as problem:
+            raise PlanFileError(f"{directory}/{shard.name}: the manifest names this shard but it cannot be "
+                                f"read ({getattr(problem, 'strerror', None) or problem}); the plan is "
+                                "incomplete, make a new one") from None
+    return assemble(manifest, contents, directory)
 
 
 def _selection_of(saved: Plan, spec: Spec, path: str) -> Selection | None:
@@ -519,7 +603,11 @@ def check(spec_path: str, source: str, options: Options | None = None,
     """A drift check is a plan that is expected to be empty; with ``baseline`` (an earlier drift
     report), findings that are new since it are drift too."""
     known = load_baseline(baseline) if baseline else None  # a bad baseline costs no reading
-    planned = plan(spec_path, source, options, select=select, pin=False)  # never saved: no pin
+    if options is not None and options.runner == "beam":
+        _refuse_selection_on_beam(select)
+        planned = plan_on_beam(spec_path, source, options)
+    else:
+        planned = plan(spec_path, source, options, select=select, pin=False)  # never saved: no pin
     return Checked(planned=planned, drift=drift(planned.plan, known, baseline, planned.spec.series.key))
 
 

@@ -38,6 +38,9 @@ class FileFormat:
 
 PLAN = FileFormat(name="reconcile-plan", version="1.2", oldest="1.2", what="a plan file",
                   how_to_make="`reconcile plan --spec SPEC --source SRC --out FILE`")
+PLAN_MANIFEST = FileFormat(name="reconcile-plan-manifest", version="1.0", oldest="1.0",
+                           what="a sharded plan's manifest",
+                           how_to_make="`reconcile plan --runner beam --out DIR`")
 SNAPSHOT = FileFormat(name="reconcile-snapshot", version="1.0", oldest="1.0", what="a snapshot file",
                       how_to_make="`reconcile snapshot --source SRC --out FILE`")
 JOURNAL = FileFormat(name="reconcile-journal", version="1.2", oldest="1.0", what="a journal",
@@ -58,7 +61,7 @@ ROLLBACK = FileFormat(name="reconcile-rollback", version="1.0", oldest="1.0", wh
                       how_to_make="`reconcile rollback JOURNAL --format json`", read=False)
 LEASE = FileFormat(name="reconcile-lease", version="1.0", oldest="1.0",
                    what="a lease document", how_to_make="`reconcile apply`")
-ALL = (PLAN, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE, ROLLBACK, LEASE)
+ALL = (PLAN, PLAN_MANIFEST, SNAPSHOT, JOURNAL, COMPARISON, DRIFT, SERIES, RESTORE, ROLLBACK, LEASE)
 
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})")
 

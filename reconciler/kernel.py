@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -200,10 +201,25 @@ def _key_text(names: Iterable[str], key: Iterable[Any]) -> str:
 def new_week_id(spec: Spec, key: Iterable[Any], week: int) -> str:
     """The deterministic ID of a series' week: a re-run or a concurrent run computes the same one,
     so the create precondition ("must not exist") makes a duplicate impossible."""
+    return f"{series_stem(spec, key)}-w{week:03d}"
+
+
+def series_stem(spec: Spec, key: Iterable[Any]) -> str:
+    """What every new week ID of a series starts with: a hash of its collection and type-exact key."""
     material = json.dumps([spec.series.collection, [[name, canonical(value)] for name, value in
                                                      zip(spec.series.key, key, strict=True)]],
                           separators=(",", ":"))
-    return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-w{week:03d}"
+    return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+_WEEK_ID = re.compile(r"([0-9a-f]{20})-w[0-9]{3,}")
+
+
+def stem_of_id(doc_id: str) -> str | None:
+    """The stem of a document ID that has the form of a new week's ID (None for any other ID): such
+    a document takes the ID that week of the series with that stem would be created at."""
+    match = _WEEK_ID.fullmatch(doc_id)
+    return match[1] if match else None
 
 
 # -- what a plan needs to read ------------------------------------------------------------------------

@@ -414,11 +414,7 @@ class Plan:
 
     @property
     def summary(self) -> Summary:
-        creates = sum(isinstance(op, CreateDocumentOp) for op in self.ops)
-        links = len({op.group for op in self.ops if op.group is not None})
-        fills = sum(1 for op in self.ops if isinstance(op, FillFieldsOp)
-                    for fill in op.fills if not _is_new_link_fill(op, fill))
-        return Summary(create=creates, link=links, fill=fills, findings=len(self.findings))
+        return summarize(self.ops, len(self.findings))
 
     def groups(self) -> list[tuple[Op, ...]]:
         """The atomic units of the plan: a link's ops together, every other op alone; in plan order."""
@@ -426,6 +422,22 @@ class Plan:
         for op in self.ops:
             units.setdefault(group_key(op), []).append(op)
         return [tuple(ops) for ops in units.values()]
+
+
+def summarize(ops: Iterable[Op], findings: int) -> Summary:
+    """What a plan's summary counts: documents created, links made (one per link group), fields
+    filled outside a new link."""
+    creates = links = fills = 0
+    groups: set[str] = set()
+    for op in ops:
+        if isinstance(op, CreateDocumentOp):
+            creates += 1
+        elif isinstance(op, FillFieldsOp):
+            fills += sum(1 for fill in op.fills if not _is_new_link_fill(op, fill))
+        if op.group is not None and op.group not in groups:
+            groups.add(op.group)
+            links += 1
+    return Summary(create=creates, link=links, fill=fills, findings=findings)
 
 
 def group_key(op: Op) -> str:

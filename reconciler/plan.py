@@ -70,8 +70,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "summary": {"create": summary.create, "link": summary.link, "fill": summary.fill,
                     "delete": 0, "overwrite": 0, "findings": summary.findings},
         "ops": [op_to_data(op) for op in plan.ops],
-        "findings": [{"code": f.code, "path": f.path, "series": f.series, "message": f.message}
-                     for f in plan.findings],
+        "findings": [finding_to_data(f) for f in plan.findings],
     }
 
 
@@ -145,12 +144,12 @@ class _NotExact(ValueError):
 
 
 def loads_plan(text: str, where: str) -> Plan:
-    data = _parse_json(text, where)
-    version = check_version(data, where, PLAN, PlanFileError)
-    try:
-        return _plan(data, version)
-    except _Malformed as bad:
-        raise PlanFileError(f"{where}: {bad}; make a new plan with `reconcile plan --out`") from None
+    return plan_from_data(_parse_json(text, where), where)
+
+
+def parse_plan_json(text: str, where: str) -> Any:
+    """A plan file's (or a sharded plan's manifest's) strict JSON, or PlanFileError naming ``where``."""
+    return _parse_json(text, where)
 
 
 def strict_json(text: str) -> Any:
@@ -301,6 +300,35 @@ def _op(raw: Any, place: Place) -> Op:
         raise _Malformed((*place, "rules"), f"must be {list(built.rules)}, the rules of its fills and "
                          "transition")
     return built
+
+
+def plan_from_data(data: Any, where: str) -> Plan:
+    """A plan from a plan file's parsed JSON (``loads_plan`` without the parsing)."""
+    version = check_version(data, where, PLAN, PlanFileError)
+    try:
+        return _plan(data, version)
+    except _Malformed as bad:
+        raise PlanFileError(f"{where}: {bad}; make a new plan with `reconcile plan --out`") from None
+
+
+def decode_finding(raw: Any, index: int) -> Finding:
+    """One finding in the plan file's form; ValueError naming its place otherwise."""
+    try:
+        return _finding(raw, ("findings", index))
+    except _Malformed as bad:
+        raise ValueError(str(bad)) from None
+
+
+def each_document_once(ops: tuple[Op, ...]) -> None:
+    """ValueError when two ops write one document (see ``_each_document_once``)."""
+    try:
+        _each_document_once(ops)
+    except _Malformed as bad:
+        raise ValueError(str(bad)) from None
+
+
+def finding_to_data(finding: Finding) -> dict[str, str]:
+    return {"code": finding.code, "path": finding.path, "series": finding.series, "message": finding.message}
 
 
 def _each_document_once(ops: tuple[Op, ...]) -> None:

@@ -61,6 +61,7 @@ DEFAULT_TIMEOUT = 60.0  # seconds any one server call may take, retries included
 LOCK_COLLECTION = "_reconcile_locks"  # the tool's own collection: the lease document, never data
 MAX_DOCUMENT_BYTES = 1_048_576  # Firestore's limit on one document's size
 _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # auto-IDs, in name order
 _DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
 
 T = TypeVar("T")
@@ -192,12 +193,47 @@ class FirestoreStore:
             collections.setdefault(doc.collection, {})[doc.id] = doc
         return State(source=self.source, read_time=read_time, collections=collections)
 
+    def partitions(self, collection: str, count: int,
+                   read_time: datetime) -> list[tuple[str | None, str | None]]:
+        """Split ``collection`` into at most ``count`` ranges of document IDs, [start, end) (None: open),
+        that cover it exactly, for reads spread over workers. Firestore's partition query gives
+        split points that balance the ranges; the emulator has none, so there the IDs are split
+        evenly over the characters auto-IDs are made of (every ID still falls in exactly one range)."""
+        if count <= 1:
+            return [(None, None)]
+        if self.emulator:
+            points = [_ID_ALPHABET[len(_ID_ALPHABET) * index // count] for index in range(1, count)]
+        else:
+            client = self.client()
+            group = client.collection_group(collection)
+            points = []
+            for part in self._retrying(f"partitioning {collection}", lambda seconds: list(
+                    group.get_partitions(count - 1, retry=None, timeout=seconds, read_time=read_time))):
+                end = part.end_at
+                # A collection group also holds subcollections of that name: keep top-level split points.
+                if end is not None and end.path.count("/") == 1:
+                    points.append(end.id)
+        bounds = [None, *sorted(set(points)), None]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def read_range(self, collection: str, start: str | None, end: str | None, read_time: datetime,
+                   projection: Projection | None = None) -> Iterator[Document]:
+        """The documents of ``collection`` whose IDs are in [start, end), as of ``read_time`` (one
+        of the ranges ``partitions`` gives), projected like ``read``."""
+        yield from self._read_collection(collection, read_time, projection, bounds=(start, end)).values()
+
     def _read_collection(self, name: str, read_time: datetime, projection: Projection | None,
-                         filters: Sequence[Equality] = ()) -> dict[str, Document]:
+                         filters: Sequence[Equality] = (),
+                         bounds: tuple[str | None, str | None] = (None, None)) -> dict[str, Document]:
         from google.cloud.firestore_v1.base_query import FieldFilter
         from google.cloud.firestore_v1.field_path import FieldPath
 
         query = self.client().collection(name)
+        start, end = bounds
+        if start is not None:
+            query = query.where(filter=FieldFilter("__name__", ">=", self.client().document(name, start)))
+        if end is not None:
+            query = query.where(filter=FieldFilter("__name__", "<", self.client().document(name, end)))
         for equality in filters:
             operator, value = ("==", equality.values[0]) if len(equality.values) == 1 else \
                 ("in", list(equality.values))

@@ -44,6 +44,9 @@ class _Missing:
     def __bool__(self) -> bool:
         return False
 
+    def __reduce__(self) -> str:
+        return "MISSING"  # unpickled (on another worker) as this module's one instance
+
 
 MISSING: Any = _Missing()
 
