@@ -81,7 +81,7 @@ def test_the_table_of_file_formats_is_the_one_the_code_reads_and_writes():
     from reconciler.formats import ALL
 
     text = (ROOT / "docs" / "plan-format.md").read_text()
-    rows = re.findall(r"^\| [^|]+ \| `(reconcile-[a-z]+)` \| (\d+\.\d+) \| (\S+)", text, flags=re.M)
+    rows = re.findall(r"^\| [^|]+ \| `(reconcile-[a-z-]+)` \| (\d+\.\d+) \| (\S+)", text, flags=re.M)
     documented = {name: (written, read) for name, written, read in rows}
     assert documented == {fmt.name: (fmt.version, fmt.oldest if fmt.read else "(output") for fmt in ALL}
 
