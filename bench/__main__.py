@@ -126,6 +126,36 @@ def offline(report: Report, scales: list[int], work: Path) -> None:
         path.unlink()
 
 
+# -- Beam ------------------------------------------------------------------------------------------------
+
+
+def beam(report: Report, scales: list[int], work: Path) -> None:
+    """The Beam pipeline on Beam's DirectRunner (this machine), beside the local engine on the same
+    snapshot file: the same plan, made by the pipeline that spreads over Dataflow's workers."""
+    print("Beam DirectRunner plan on snapshot files (reconcile plan --runner beam --out DIR)", flush=True)
+    for scale in scales:
+        state = generate(shape_for(scale))
+        docs = sum(len(found) for found in state.collections.values())
+        assignments = len(state.documents("check_in_assignments"))
+        path = work / f"beam-{scale}.json"
+        path.write_bytes(snapshot_bytes(state))
+        del state
+        gc.collect()
+        os.sync()
+        local, local_peak, _ = run_cli("plan", "--spec", str(SPEC), "--source", str(path), "--out",
+                                       str(work / "plan.json"), "--quiet")
+        seconds, peak, _ = run_cli("plan", "--spec", str(SPEC), "--source", str(path), "--runner", "beam",
+                                   "--out", str(work / f"beam-plan-{scale}"), "--quiet")
+        label = f"{assignments:,} assignments, {docs:,} documents"
+        report.add(f"Beam DirectRunner plan, {label}: wall",
+                   f"{seconds:.1f} s = ×{seconds / local:.1f} the local plan's {local:.1f} s")
+        report.add(f"Beam DirectRunner plan, {label}: peak memory",
+                   f"{peak:,.0f} MiB ({peak * 1024 / docs:.1f} KB per document; local "
+                   f"{local_peak:,.0f} MiB, {local_peak * 1024 / docs:.1f} KB per document)")
+        shutil.rmtree(work / f"beam-plan-{scale}", ignore_errors=True)
+        path.unlink()
+
+
 # -- live ------------------------------------------------------------------------------------------------
 
 
@@ -256,6 +286,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
     try:
         offline(report, scales, work)
+        beam(report, [2_000] if args.quick else [10_000, 100_000], work)
         if not args.no_live:
             live(report, live_assignments, baseline_clients, baseline_sample, work)
     finally:
