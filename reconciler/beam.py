@@ -26,6 +26,7 @@ Imports Apache Beam: install the ``beam`` extra. Only this module does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -179,20 +180,33 @@ def plan(spec: Spec, source: str, out: str | None, options: Sequence[str], *,
     documents = {name: counts.get(f"documents:{name}", 0) for name in collections}
     if not source.startswith(SCHEME):
         documents = {name: len(state.documents(name)) for name in collections}
-    shards = _shards(directory)
     summary = {name: counts.get(name, 0) for name in ("create", "link", "fill", "findings")}
     manifest = FileSystems.join(directory, MANIFEST)
-    with FileSystems.create(manifest) as handle:
-        handle.write(manifest_bytes(header, shards, RUNNER, summary))
+    with _filesystem(directory, "write the plan's manifest to"):
+        shards = _shards(directory)
+        with FileSystems.create(manifest) as handle:
+            handle.write(manifest_bytes(header, shards, RUNNER, summary))
     return Planned(manifest=manifest, header=header, documents=documents)
 
 
 def read_files(path: str) -> bytes:
     """A whole file on any filesystem Beam knows (gs://…); FileNotFoundError when there is none."""
-    if not FileSystems.exists(path):
-        raise FileNotFoundError(path)
-    with FileSystems.open(path) as handle:
-        return handle.read()
+    with _filesystem(path, "read"):
+        if not FileSystems.exists(path):
+            raise FileNotFoundError(path)
+        with FileSystems.open(path) as handle:
+            return handle.read()
+
+
+@contextlib.contextmanager
+def _filesystem(path: str, what: str) -> Iterator[None]:
+    """A filesystem's failure (no such bucket, no credentials, no network) as one sentence."""
+    try:
+        yield
+    except (FileNotFoundError, ReconcileError):
+        raise
+    except Exception as error:  # the filesystems raise their clients' own errors
+        raise SourceError(f"{path}: cannot {what} it ({_first_line(error)})") from error
 
 
 def _documents_of(state: State) -> list[tuple[str, Document]]:
@@ -240,7 +254,8 @@ def _require_empty(directory: str) -> None:
             os.makedirs(directory, exist_ok=True)
         except OSError as error:
             raise SourceError(f"{directory}: cannot create the plan directory ({error.strerror})") from error
-    found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
+    with _filesystem(directory, "list"):
+        found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
     if found:
         raise SourceError(f"{directory}: the plan directory is not empty ({len(found)} files); give a "
                           "new or empty directory, so that no shard of another plan is read as this one's")

@@ -277,7 +277,10 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
     exists. The spec decides what apply may write, so a plan may not bring a spec of its own."""
     if os.path.basename(path) == MANIFEST and os.path.isfile(path):
         path = os.path.dirname(path) or "."  # a sharded plan named by its manifest
-    saved = _read_sharded(path) if os.path.isdir(path) else _read_plan_file(path)
+    if "://" in path:  # a sharded plan on a Beam filesystem (gs://BUCKET/PREFIX)
+        saved = _read_sharded(path.rstrip("/").removesuffix(f"/{MANIFEST}"), _beam().read_files)
+    else:
+        saved = _read_sharded(path) if os.path.isdir(path) else _read_plan_file(path)
     spec = parse_spec(saved.spec_text.encode("utf-8"), saved.spec_path)
     if spec.sha256 != saved.spec_sha256:
         raise PlanFileError(f"{path}: the spec inside the plan does not match its sha256; the plan "
