@@ -37,6 +37,7 @@ import copy
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,8 @@ PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read ti
 DEFAULT_TIMEOUT = 60.0  # seconds any one server call may take, retries included
 LOCK_COLLECTION = "_reconcile_locks"  # the tool's own collection: the lease document, never data
 MAX_DOCUMENT_BYTES = 1_048_576  # Firestore's limit on one document's size
+DEFAULT_PARALLEL = 4  # commits in flight at once: the server works on some while this process builds the next
+MAX_PARALLEL = 32
 _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
 _DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
 
@@ -87,8 +90,10 @@ def parse_source(source: str) -> tuple[str, str]:
 class FirestoreStore:
     def __init__(self, source: str, *, page_size: int = PAGE_SIZE, batch_size: int = MAX_BATCH,
                  max_writes_per_second: float | None = None, progress: Progress | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, lock_collection: str = LOCK_COLLECTION) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, lock_collection: str = LOCK_COLLECTION,
+                 parallel: int = DEFAULT_PARALLEL) -> None:
         self.source = source
+        self.parallel = max(1, parallel)
         self.lock_collection = lock_collection
         self.timeout = timeout
         self.project, self.database = parse_source(source)
@@ -274,20 +279,27 @@ class FirestoreStore:
 
     def _write(self, groups: Sequence[tuple[Write, ...]], journal: Any, add: Adder,
                checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
-        results: list[OpResult] = []
+        """Commit the batches on up to ``parallel`` workers at once. Batches are independent: a
+        document is written by one op of a run, and a group is never split, so their order does
+        not matter; the results come back in batch order whatever the order of the commits."""
+        batches = _batches(list(groups), self.batch_size)
         task = self.progress.task("write", total=sum(len(g) for g in groups))
-        limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
-        for batch in _batches(list(groups), self.batch_size):
-            ops = [op for group in batch for op in group]
-            limiter.wait(len(ops))
+        self.client()  # connect once, before the workers share the connection
+        commits = _Commits(batches, _RateLimiter(None if self.emulator else "ramp",
+                                                 self.max_writes_per_second))
+
+        def commit(ops: list[Write], batch: list[tuple[Write, ...]]) -> list[OpResult]:
             if checkpoint is not None:
                 checkpoint()
             number = journal.before_commit(ops) if journal else 0
             outcome = self._commit_groups(batch, retried=False, add=add)
             if journal:
                 journal.after_commit(number, outcome)
-            results.extend(outcome)
-            task.advance(len(ops))
+            with commits.lock:
+                task.advance(len(ops))
+            return outcome
+
+        results = commits.run(commit, workers=min(self.parallel, len(batches)))
         task.close()
         return results
 
@@ -602,7 +614,8 @@ def _to_firestore(value: Any, client: Any) -> Any:
 
 
 class _RateLimiter:
-    """Writes per second: none (emulator), a fixed cap, or the 500/50/5 ramp."""
+    """Writes per second: none (emulator), a fixed cap, or the 500/50/5 ramp. One for all the
+    workers of a run: each commit books its share of the rate before it is sent."""
 
     START, GROWTH, PERIOD = 500.0, 1.5, 300.0
 
@@ -611,6 +624,7 @@ class _RateLimiter:
         self.ramp = mode == "ramp" and fixed is None
         self.started = time.monotonic()
         self.next_free = self.started
+        self._lock = threading.Lock()
 
     def rate(self, now: float) -> float | None:
         if self.fixed:
@@ -619,12 +633,71 @@ class _RateLimiter:
             return self.START * self.GROWTH ** int((now - self.started) // self.PERIOD)
         return None
 
-    def wait(self, writes: int) -> None:
-        now = time.monotonic()
-        rate = self.rate(now)
-        if rate is None:
-            return
-        if self.next_free > now:
-            time.sleep(self.next_free - now)
-            now = self.next_free
-        self.next_free = now + writes / rate
+    def wait(self, writes: int, stop: threading.Event) -> bool:
+        """Wait for this commit's turn; False when ``stop`` was set meanwhile (send nothing)."""
+        with self._lock:
+            now = time.monotonic()
+            rate = self.rate(now)
+            if rate is None:
+                return not stop.is_set()
+            turn = max(self.next_free, now)
+            self.next_free = turn + writes / rate
+        delay = turn - time.monotonic()
+        return not (stop.wait(delay) if delay > 0 else stop.is_set())
+
+
+class _Commits:
+    """The batches of one run, taken in order by up to N workers. The first error stops them all:
+    no worker sends another commit once one has failed (a lost lease, a lost server) or the run
+    was interrupted; commits already sent finish and are journaled. The error is then raised."""
+
+    def __init__(self, batches: list[list[tuple[Write, ...]]], limiter: _RateLimiter) -> None:
+        self.batches, self.limiter = batches, limiter
+        self.outcomes: list[list[OpResult] | None] = [None] * len(batches)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._next = 0
+
+    def run(self, commit: Callable[[list[Write], list[tuple[Write, ...]]], list[OpResult]],
+            workers: int) -> list[OpResult]:
+        if workers <= 1:
+            self._work(commit)
+        else:
+            # Daemon threads: a second Ctrl-C ends the process without waiting for a hung commit.
+            threads = [threading.Thread(target=self._work, args=(commit,), daemon=True,
+                                        name=f"reconcile-commit-{n}") for n in range(workers)]
+            for thread in threads:
+                thread.start()
+            try:
+                for thread in threads:
+                    thread.join()
+            except BaseException as error:  # Ctrl-C: stop the workers, let sent commits finish
+                self._fail(error)
+                for thread in threads:
+                    thread.join()
+        if self.error is not None:
+            raise self.error
+        return [result for outcome in self.outcomes if outcome is not None for result in outcome]
+
+    def _work(self, commit: Callable[[list[Write], list[tuple[Write, ...]]], list[OpResult]]) -> None:
+        try:
+            while True:
+                with self.lock:
+                    index = self._next
+                    self._next += 1
+                if index >= len(self.batches) or self.stop.is_set():
+                    return
+                batch = self.batches[index]
+                ops = [op for group in batch for op in group]
+                if not self.limiter.wait(len(ops), self.stop):
+                    return
+                self.outcomes[index] = commit(ops, batch)
+        except BaseException as error:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+        self.stop.set()
