@@ -22,7 +22,15 @@ groups ``guard.admit`` let through, in atomic commits of at most 500 writes:
 - the write rate follows the 500/50/5 ramp in production (start at 500 writes/s, +50% every
   5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled;
 - ``checkpoint`` (the lease's check) is called before every commit: a run that lost its lease
-  stops there.
+  stops there;
+- up to ``parallel`` commits are in flight at once (``_Commits``): batches hold whole groups and a
+  run writes each document once, so they are independent; the rate limiter is shared, and the
+  first error stops every worker before its next commit.
+
+Documents are read and writes built as Firestore's own protobufs (``_fields_from_pb``,
+``_fill_value``): the client library's snapshots and batches wrap every value in an object and
+copy it, which costs several times the server's work. Queries are still built by the library,
+and values this tool does not model (the library's special maps) go through it both ways.
 
 The lock collection (``lock_collection``, default ``_reconcile_locks``) holds the tool's lease
 document and is never read as data: listing every collection skips it, and naming it is refused.
