@@ -47,7 +47,7 @@ from reconciler.render import (
     render_verification,
     to_json,
 )
-from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH
+from reconciler.store import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, MAX_PARALLEL
 from reconciler.values import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -261,6 +261,14 @@ def lease_options(command):
              "take it (by default: exit 1 at once, naming the holder).")(command)
 
 
+parallel_option = click.option(
+    "--parallel", type=click.IntRange(1, MAX_PARALLEL), default=DEFAULT_PARALLEL, show_default=True,
+    metavar="N",
+    help="Firestore: up to N commits in flight at once (each whole, atomic and under its "
+         "preconditions; the write rate cap and the 500/50/5 ramp count all of them together). "
+         "--parallel 1 sends one commit at a time. E.g. --parallel 8 on a database far away.")
+
+
 select_option = click.option(
     "--select", "select", metavar="FIELD=VALUE[,FIELD=VALUE…]",
     help="Only the series whose key matches (every FIELD one of the spec's series key fields, equal to "
@@ -454,6 +462,7 @@ def _write_bytes(content: bytes) -> None:
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link is never split across commits).")
+@parallel_option
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
 @select_option
@@ -464,8 +473,8 @@ def _write_bytes(content: bytes) -> None:
 @lock_collection_option
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
           fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-          verbose: bool, select: str | None, lock_timeout: float, lease_ttl: float, allow_empty: bool,
-          quiet: bool, timeout: float) -> None:
+          parallel: int, verbose: bool, select: str | None, lock_timeout: float, lease_ttl: float,
+          allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
 
     A saved PLAN only proposes: before the first write, apply reads the source afresh and writes
@@ -498,8 +507,8 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
       reconcile apply plan.json --lock-collection ops_locks
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout, allow_empty=allow_empty, lock_timeout=lock_timeout,
-               lease_ttl=lease_ttl)
+               batch_size=batch_size, parallel=parallel, timeout=timeout, allow_empty=allow_empty,
+               lock_timeout=lock_timeout, lease_ttl=lease_ttl)
     if plan_file:
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
@@ -795,6 +804,7 @@ def force_unlock(lease_id: str, source: str, auto_approve: bool, timeout: float)
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Documents per commit.")
+@parallel_option
 @click.option("--verbose", "-v", is_flag=True,
               help="List every skipped write with its reason (by default: one line per reason).")
 @lease_options
@@ -803,7 +813,8 @@ def force_unlock(lease_id: str, source: str, auto_approve: bool, timeout: float)
 @timeout_option
 def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: str, dry_run: bool,
             auto_approve: bool, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
-            verbose: bool, lock_timeout: float, lease_ttl: float, quiet: bool, timeout: float) -> None:
+            parallel: int, verbose: bool, lock_timeout: float, lease_ttl: float, quiet: bool,
+            timeout: float) -> None:
     """Create the documents of SNAPSHOT that are missing at --to; never touch one that exists.
 
     Create-only: each document of the snapshot that does not exist at the target is created with
@@ -833,7 +844,8 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
       reconcile restore snapshots/demo.json --to /tmp/staging.json --dry-run
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout, lock_timeout=lock_timeout, lease_ttl=lease_ttl)
+               batch_size=batch_size, parallel=parallel, timeout=timeout, lock_timeout=lock_timeout,
+               lease_ttl=lease_ttl)
     planned = commands.plan_restore(snapshot_path, target, collections, run.options)
     plan = planned.plan
     if dry_run:
@@ -878,13 +890,14 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
                    "emulator or a snapshot file.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH, show_default=True,
               help="Writes per commit (a link's undo is never split across commits).")
+@parallel_option
 @lease_options
 @lock_collection_option
 @quiet_option
 @timeout_option
 def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run: bool, fmt: str,
-             journal_dir: Path, max_writes_per_second: float | None, batch_size: int, lock_timeout: float,
-             lease_ttl: float, quiet: bool, timeout: float) -> None:
+             journal_dir: Path, max_writes_per_second: float | None, batch_size: int, parallel: int,
+             lock_timeout: float, lease_ttl: float, quiet: bool, timeout: float) -> None:
     """Undo the writes one past apply (or restore) recorded in JOURNAL, where nobody has touched
     the documents since.
 
@@ -909,7 +922,8 @@ def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run:
       reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, timeout=timeout, lock_timeout=lock_timeout, lease_ttl=lease_ttl)
+               batch_size=batch_size, parallel=parallel, timeout=timeout, lock_timeout=lock_timeout,
+               lease_ttl=lease_ttl)
     planned = commands.plan_undo(journal_file, source, run.options)
     plan = planned.plan
     writes = bool(plan.ops) and not dry_run

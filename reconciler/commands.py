@@ -54,7 +54,14 @@ from reconciler.selection import equality_filters, parse_selection
 from reconciler.sharded import MANIFEST, assemble, parse_manifest
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
-from reconciler.store import DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, FirestoreStore, parse_source
+from reconciler.store import (
+    DEFAULT_PARALLEL,
+    DEFAULT_TIMEOUT,
+    LOCK_COLLECTION,
+    MAX_BATCH,
+    FirestoreStore,
+    parse_source,
+)
 from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, timelines
 from reconciler.values import printable
@@ -70,6 +77,7 @@ class Options:
     progress: Progress = field(default_factory=Silent)
     max_writes_per_second: float | None = None
     batch_size: int = MAX_BATCH
+    parallel: int = DEFAULT_PARALLEL  # Firestore commits in flight at once
     journal_dir: Path = DEFAULT_DIRECTORY
     timeout: float = DEFAULT_TIMEOUT
     allow_empty: bool = False  # a live database holding none of the spec's collections is expected
@@ -89,7 +97,7 @@ def open_store(source: str, options: Options | None = None, create: bool = False
     options = options or Options()
     if source.startswith(FIRESTORE_SCHEME):
         return FirestoreStore(source, progress=options.progress, batch_size=options.batch_size,
-                              max_writes_per_second=options.max_writes_per_second,
+                              max_writes_per_second=options.max_writes_per_second, parallel=options.parallel,
                               timeout=options.timeout, lock_collection=options.lock_collection)
     if "://" in source:
         raise SourceError(f"{source}: unknown source; give a snapshot file path or "

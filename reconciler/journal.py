@@ -7,6 +7,12 @@ line is written on every way out of an apply the process can see (success, an er
 server, an interrupt) and counts only what the result lines say. The file is created 0600 in a
 0700 directory: it holds the data's values. Owns the file layout; must not decide what to write.
 
+Several commits may be in flight at once (``apply --parallel``): every method may be called from
+any thread. Batch numbers follow the order of the commit lines in the file; a result line may come
+after the commit lines of later batches, and names its batch. A line a worker writes after the
+closing line (a commit still in flight when a second Ctrl-C ended the wait) is dropped: the closing
+line already counts that commit as in doubt.
+
     {"format": "reconcile-journal", "format_version": "1.1", "event": "start",
      "operation": "apply", "spec": ..., "source": ..., "plan_read_time": ..., "ops": N, "at": ...}
     {"event": "not_sent", "results": [{"path", "applied": false, "reason", "update_time": null}]}
@@ -27,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +75,8 @@ class Journal:
         self.batches = 0
         self.applied = self.skipped = 0
         self.open_batches: dict[int, int] = {}  # batch → ops sent, whose outcome is not yet known
+        self._lock = threading.RLock()  # one line at a time, and the counts with it
+        self._closed = False
         try:
             make_private_directory(directory)
             stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
@@ -89,44 +98,59 @@ class Journal:
 
     def not_sent(self, results: Sequence[OpResult]) -> None:
         """Ops skipped without being sent: stale since the plan, or beyond what Firestore accepts."""
-        self.skipped += len(results)
-        self._record({"event": "not_sent", "results": _results(results)})
+        with self._lock:
+            if self._record({"event": "not_sent", "results": _results(results)}):
+                self.skipped += len(results)
 
     def before_commit(self, ops: Sequence[Any]) -> int:
-        self.batches += 1
+        """Record a commit about to be sent (on disk before this returns); its batch number."""
         before: dict[str, Any] = {}
         for op in ops:
             doc = self.before.find(op.path)
             before[op.path] = None if doc is None else {
                 "update_time": encode(doc.update_time), "fields": encode_fields(doc.fields)}
-        self._record({"event": "commit", "batch": self.batches, "ops": [self.encode_op(op) for op in ops],
-                      "before": before})
-        self.open_batches[self.batches] = len(ops)
-        return self.batches
+        encoded = [self.encode_op(op) for op in ops]
+        with self._lock:  # numbered and written together: the file holds the batches in order
+            if self._closed:
+                raise JournalError(f"{self.path}: the journal is closed; a commit after its end "
+                                   "line would be unrecorded, so it is not sent")
+            self.batches += 1
+            self._record({"event": "commit", "batch": self.batches, "ops": encoded, "before": before})
+            self.open_batches[self.batches] = len(ops)
+            return self.batches
 
     def after_commit(self, batch: int, results: Sequence[OpResult]) -> None:
-        self._record({"event": "result", "batch": batch, "results": _results(results)})
-        self.open_batches.pop(batch, None)
-        self.applied += sum(r.applied for r in results)
-        self.skipped += sum(not r.applied for r in results)
+        with self._lock:
+            if not self._record({"event": "result", "batch": batch, "results": _results(results)}):
+                return
+            self.open_batches.pop(batch, None)
+            self.applied += sum(r.applied for r in results)
+            self.skipped += sum(not r.applied for r in results)
 
     @property
     def in_doubt(self) -> int:
         """Writes sent in a commit whose outcome never came back: applied or not, nobody knows."""
-        return sum(self.open_batches.values())
+        with self._lock:
+            return sum(self.open_batches.values())
 
     def close(self, now: datetime, error: BaseException | None = None) -> None:
         """The closing line, true to the result lines whatever ended the apply."""
-        self._record({"event": "end", "outcome": "completed" if error is None else "failed",
-                      "error": None if error is None else (str(error) or type(error).__name__),
-                      "applied": self.applied, "skipped": self.skipped, "in_doubt": self.in_doubt,
-                      "at": encode(now)})
-        self._file.close()
+        with self._lock:
+            self._record({"event": "end", "outcome": "completed" if error is None else "failed",
+                          "error": None if error is None else (str(error) or type(error).__name__),
+                          "applied": self.applied, "skipped": self.skipped, "in_doubt": self.in_doubt,
+                          "at": encode(now)})
+            self._closed = True
+            self._file.close()
 
-    def _record(self, event: dict[str, Any]) -> None:
+    def _record(self, event: dict[str, Any]) -> bool:
+        """Write one line, flushed and fsynced; False (nothing written) once the journal is closed."""
+        if self._closed:
+            return False
         self._file.write(json.dumps(event, sort_keys=True, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        return True
 
 
 def _results(results: Sequence[OpResult]) -> list[dict[str, Any]]:

@@ -22,7 +22,15 @@ groups ``guard.admit`` let through, in atomic commits of at most 500 writes:
 - the write rate follows the 500/50/5 ramp in production (start at 500 writes/s, +50% every
   5 minutes) unless ``max_writes_per_second`` is given; the emulator is not throttled;
 - ``checkpoint`` (the lease's check) is called before every commit: a run that lost its lease
-  stops there.
+  stops there;
+- up to ``parallel`` commits are in flight at once (``_Commits``): batches hold whole groups and a
+  run writes each document once, so they are independent; the rate limiter is shared, and the
+  first error stops every worker before its next commit.
+
+Documents are read and writes built as Firestore's own protobufs (``_fields_from_pb``,
+``_fill_value``): the client library's snapshots and batches wrap every value in an object and
+copy it, which costs several times the server's work. Queries are still built by the library,
+and values this tool does not model (the library's special maps) go through it both ways.
 
 The lock collection (``lock_collection``, default ``_reconcile_locks``) holds the tool's lease
 document and is never read as data: listing every collection skips it, and naming it is refused.
@@ -37,10 +45,11 @@ import copy
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from sys import intern
 from typing import Any, TypeVar
 
@@ -60,13 +69,15 @@ PROBE_DOCUMENT = "reconcile-read-time-probe"  # read, never written: its read ti
 DEFAULT_TIMEOUT = 60.0  # seconds any one server call may take, retries included
 LOCK_COLLECTION = "_reconcile_locks"  # the tool's own collection: the lease document, never data
 MAX_DOCUMENT_BYTES = 1_048_576  # Firestore's limit on one document's size
+DEFAULT_PARALLEL = 4  # commits in flight at once: the server works on some while this process builds the next
+MAX_PARALLEL = 32
 _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?$")
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # auto-IDs, in name order
 _DATABASE = re.compile(r"^[a-z](?:[a-z0-9-]{2,61}[a-z0-9])$")
 
 T = TypeVar("T")
 Write = Op | UndoOp
-Adder = Callable[[Any, Any, Any], None]  # (client, batch, op): adds one op's write to a batch
+Adder = Callable[[Any, Any], Any]  # (client, op) → that op's write, a protobuf ``Write``
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -88,8 +99,10 @@ def parse_source(source: str) -> tuple[str, str]:
 class FirestoreStore:
     def __init__(self, source: str, *, page_size: int = PAGE_SIZE, batch_size: int = MAX_BATCH,
                  max_writes_per_second: float | None = None, progress: Progress | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, lock_collection: str = LOCK_COLLECTION) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, lock_collection: str = LOCK_COLLECTION,
+                 parallel: int = 1) -> None:
         self.source = source
+        self.parallel = max(1, parallel)
         self.lock_collection = lock_collection
         self.timeout = timeout
         self.project, self.database = parse_source(source)
@@ -242,9 +255,12 @@ class FirestoreStore:
         if needed is not None:
             query = query.select([FieldPath(field).to_api_repr() for field in sorted(needed)])
         task = self.progress.task(f"read {name}")
+        client = self.client()
         docs: dict[str, Document] = {}
-        for snapshot in self._stream(query, read_time, f"reading {name}", task):
-            docs[snapshot.id] = _document(name, snapshot)
+        for raw in self._stream(query, read_time, f"reading {name}", task):
+            doc_id = raw.name.rpartition("/")[2]
+            docs[doc_id] = Document(name, doc_id, _fields_from_pb(raw.fields, client),
+                                    _datetime_from_pb(raw.update_time))
         if needed is not None and projection is not None:
             bases = [doc.path for doc in docs.values() if projection.whole(name, doc.fields)]
             for start in range(0, len(bases), 300):
@@ -253,23 +269,43 @@ class FirestoreStore:
         return docs
 
     def _stream(self, query: Any, read_time: datetime, what: str, task: Any) -> Iterator[Any]:
-        """Every document of ``query`` in name order, in pages of ``page_size`` (each one stream),
-        resuming after the last document received when a stream fails for a transient reason. A
-        read that gets no document for ``timeout`` seconds, retries included, is ServerLost."""
-        ordered = query.order_by("__name__")
-        last = None
+        """Every document of ``query`` in name order, as the server's own protobuf documents, in
+        pages of ``page_size`` (each one stream), resuming after the last document received when
+        a stream fails for a transient reason. A read that gets no document for ``timeout``
+        seconds, retries included, is ServerLost.
+
+        The query is sent as the client library builds it, but its answers are not turned into
+        the library's snapshots: that conversion (a wrapper per value, then a deep copy) costs
+        four times the read itself, and ``_fields_from_pb`` makes this tool's values directly."""
+        from google.cloud.firestore_v1.types import firestore
+        from google.cloud.firestore_v1.types import query as query_types
+
+        client = self.client()
+        ordered = query.order_by("__name__").limit(self.page_size)
+        parent = ordered._parent._parent_info()[0]
+        structured = query_types.StructuredQuery.pb(ordered._to_protobuf())
+        last: str | None = None
         backoff = _Backoff(self.source, what, self.timeout)
         while True:
-            page = (ordered.start_after(last) if last is not None else ordered).limit(self.page_size)
+            page = firestore.RunQueryRequest.pb()(parent=parent, structured_query=structured,
+                                                  read_time=_timestamp_pb(read_time))
+            if last is not None:  # after the last document received: a cursor on its name
+                page.structured_query.start_at.values.add().reference_value = last
+                page.structured_query.start_at.before = False
             received = 0
             try:
                 with _translated(self.source, what):
-                    for snapshot in page.stream(read_time=read_time, retry=None, timeout=backoff.left()):
-                        last = snapshot
+                    for response in client._firestore_api.run_query(
+                            request=firestore.RunQueryRequest.wrap(page), metadata=client._rpc_metadata,
+                            retry=None, timeout=backoff.left()):
+                        raw = firestore.RunQueryResponse.pb(response)
+                        if not raw.HasField("document"):
+                            continue
+                        last = raw.document.name
                         received += 1
                         if received % 1000 == 0:
                             task.advance(1000)
-                        yield snapshot
+                        yield raw.document
             except _Transient as failure:
                 task.advance(received % 1000)
                 if received:
@@ -310,20 +346,27 @@ class FirestoreStore:
 
     def _write(self, groups: Sequence[tuple[Write, ...]], journal: Any, add: Adder,
                checkpoint: Callable[[], None] | None = None) -> list[OpResult]:
-        results: list[OpResult] = []
+        """Commit the batches on up to ``parallel`` workers at once. Batches are independent: a
+        document is written by one op of a run, and a group is never split, so their order does
+        not matter; the results come back in batch order whatever the order of the commits."""
+        batches = _batches(list(groups), self.batch_size)
         task = self.progress.task("write", total=sum(len(g) for g in groups))
-        limiter = _RateLimiter(None if self.emulator else "ramp", self.max_writes_per_second)
-        for batch in _batches(list(groups), self.batch_size):
-            ops = [op for group in batch for op in group]
-            limiter.wait(len(ops))
+        self.client()  # connect once, before the workers share the connection
+        commits = _Commits(batches, _RateLimiter(None if self.emulator else "ramp",
+                                                 self.max_writes_per_second))
+
+        def commit(ops: list[Write], batch: list[tuple[Write, ...]]) -> list[OpResult]:
             if checkpoint is not None:
                 checkpoint()
             number = journal.before_commit(ops) if journal else 0
             outcome = self._commit_groups(batch, retried=False, add=add)
             if journal:
                 journal.after_commit(number, outcome)
-            results.extend(outcome)
-            task.advance(len(ops))
+            with commits.lock:
+                task.advance(len(ops))
+            return outcome
+
+        results = commits.run(commit, workers=min(self.parallel, len(batches)))
         task.close()
         return results
 
@@ -347,15 +390,22 @@ class FirestoreStore:
                 return [OpResult(op=op, applied=False, reason=reason) for op in groups[0]]
             return self._explain_refusal(groups[0], refusal.reason, retried)
         # A delete leaves no update time (the server sets none): its result has none either.
-        return [OpResult(op=op, applied=True, written_at=_plain_datetime(result.update_time))
-                for op, result in zip(ops, written, strict=True)]
+        return [OpResult(op=op, applied=True, written_at=update_time)
+                for op, update_time in zip(ops, written, strict=True)]
 
-    def _commit(self, ops: list[Write], seconds: float, add: Adder) -> list[Any]:
+    def _commit(self, ops: list[Write], seconds: float, add: Adder) -> list[datetime | None]:
+        """One atomic commit of ``ops``; each write's update time (None for a delete). The writes
+        are built as protobufs here (``_write_pb``), not through the library's batch, whose
+        per-value wrappers cost more than the commit itself."""
+        from google.cloud.firestore_v1.types import firestore
+
         client = self.client()
-        batch = client.batch()
-        for op in ops:
-            add(client, batch, op)
-        return batch.commit(retry=None, timeout=seconds)
+        request = firestore.CommitRequest.pb()(database=client._database_string,
+                                               writes=[add(client, op) for op in ops])
+        response = client._firestore_api.commit(request=firestore.CommitRequest.wrap(request),
+                                                metadata=client._rpc_metadata, retry=None, timeout=seconds)
+        return [_datetime_from_pb(result.update_time) if result.HasField("update_time") else None
+                for result in firestore.CommitResponse.pb(response).write_results]
 
     def _explain_refusal(self, group: tuple[Write, ...], server_reason: str, retried: bool) -> list[OpResult]:
         """A lone group failed its precondition: read its documents to say which op and why, or,
@@ -381,13 +431,34 @@ class FirestoreStore:
         return found
 
     def _current_at(self, paths: Sequence[str], read_time: datetime | None) -> list[Document]:
-        """The documents at ``paths`` that exist, whole, now or at ``read_time``."""
+        """The documents at ``paths`` that exist, whole, now or at ``read_time`` (one batched
+        lookup, its answers read as ``_stream`` reads a query's)."""
+        from google.cloud.firestore_v1.types import firestore
+
         client = self.client()
-        refs = [client.document(path) for path in paths]
-        snapshots = self._retrying("reading documents", lambda seconds: list(
-            client.get_all(refs, read_time=read_time, retry=None, timeout=seconds)))
-        return [_document(snapshot.reference.path.partition("/")[0], snapshot)
-                for snapshot in snapshots if snapshot.exists]
+        prefix = f"{client._database_string}/documents/"
+        request = firestore.BatchGetDocumentsRequest.pb()(
+            database=client._database_string, documents=[prefix + path for path in paths])
+        if read_time is not None:
+            request.read_time.CopyFrom(_timestamp_pb(read_time))
+
+        def lookup(seconds: float) -> list[Any]:
+            found = []
+            for response in client._firestore_api.batch_get_documents(
+                    request=firestore.BatchGetDocumentsRequest.wrap(request),
+                    metadata=client._rpc_metadata, retry=None, timeout=seconds):
+                raw = firestore.BatchGetDocumentsResponse.pb(response)
+                if raw.HasField("found"):
+                    found.append(raw.found)
+            return found
+
+        documents = []
+        for raw in self._retrying("reading documents", lookup):
+            path = raw.name[len(prefix):]
+            collection, _, doc_id = path.rpartition("/")
+            documents.append(Document(collection, doc_id, _fields_from_pb(raw.fields, client),
+                                      _datetime_from_pb(raw.update_time)))
+        return documents
 
     # -- the lease document ----------------------------------------------------------------------
 
@@ -432,14 +503,14 @@ class FirestoreStore:
         return _plain_datetime(result.update_time)
 
     def create_all(self, state: State) -> None:
-        """Load a state with creates only (each document must not exist): for tests and benchmarks."""
+        """Load a state with creates only (each document must not exist): for tests and benchmarks,
+        through the client library's own batches (the benchmarks' write floor)."""
         client = self.client()
-        ops = [CreateDocumentOp(path=doc.path, fields=doc.fields, rules=("load",))
-               for docs in state.collections.values() for doc in docs.values()]
-        for start in range(0, len(ops), MAX_BATCH):
+        docs = [doc for docs in state.collections.values() for doc in docs.values()]
+        for start in range(0, len(docs), MAX_BATCH):
             batch = client.batch()
-            for op in ops[start:start + MAX_BATCH]:
-                _add_write(client, batch, op)
+            for doc in docs[start:start + MAX_BATCH]:
+                batch.create(client.document(doc.path), _to_firestore(doc.fields, client))
             self._retrying("loading documents", lambda seconds, batch=batch: batch.commit(
                 retry=None, timeout=seconds))
 
@@ -549,41 +620,149 @@ def _batches(groups: list[tuple[Write, ...]], size: int) -> list[list[tuple[Writ
     return batches
 
 
-def _add_write(client: Any, batch: Any, op: Op) -> None:
-    """An additive op's write: a create, or a fill. Nothing else: ``apply`` can send no other."""
+def _add_write(client: Any, op: Op) -> Any:
+    """An additive op's write: a create ("must not exist"), or a fill (the update time read).
+    Nothing else: ``apply`` can send no other."""
     from google.cloud.firestore_v1.field_path import FieldPath
+    from google.cloud.firestore_v1.types import write
 
-    ref = client.document(op.path)
+    name = client.document(op.path)._document_path
     if isinstance(op, CreateDocumentOp):
-        batch.create(ref, _to_firestore(op.fields, client))
-        return
+        pb = write.Write.pb()(current_document={"exists": False})
+        pb.update.name = name
+        _fill_map(pb.update.fields, op.fields, client)
+        return pb
     if not isinstance(op, FillFieldsOp):
         raise TypeError(f"apply writes creates and fills only, not {type(op).__name__}")
     if op.update_time is None:
         raise SourceError(f"{op.path}: the plan has no update time for this document; re-run plan "
                           "against the live source")
-    changes = {FieldPath(fill.field).to_api_repr(): _to_firestore(fill.value, client) for fill in op.fills}
+    changes = {fill.field: fill.value for fill in op.fills}
     if op.transition:
-        changes[FieldPath(op.transition.field).to_api_repr()] = op.transition.to
-    batch.update(ref, changes, option=client.write_option(last_update_time=op.update_time))
+        changes[op.transition.field] = op.transition.to
+    pb = write.Write.pb()()
+    pb.update.name = name
+    _fill_map(pb.update.fields, changes, client)
+    pb.update_mask.field_paths.extend(sorted(FieldPath(field).to_api_repr() for field in changes))
+    pb.current_document.update_time.CopyFrom(_timestamp_pb(op.update_time))
+    return pb
 
 
-def _add_undo(client: Any, batch: Any, op: UndoOp) -> None:
+def _add_undo(client: Any, op: UndoOp) -> Any:
     """A rollback's write: delete a document, or clear fields and move the status back; always under
-    the update time the undone write left."""
+    the update time the undone write left. Built by the library's own batch (rare writes, where
+    speed does not matter), so that the one place that sends a delete reads as one."""
     from google.cloud.firestore_v1 import DELETE_FIELD
     from google.cloud.firestore_v1.field_path import FieldPath
+    from google.cloud.firestore_v1.types import write
 
+    batch = client.batch()
     ref = client.document(op.path)
     option = client.write_option(last_update_time=op.update_time)
     if isinstance(op, DeleteDocumentOp):
         batch.delete(ref, option=option)
-        return
-    if not isinstance(op, ClearFieldsOp):
+    elif isinstance(op, ClearFieldsOp):
+        changes = {FieldPath(change.field).to_api_repr(): DELETE_FIELD if change.to is MISSING
+                   else _to_firestore(change.to, client) for change in op.changes}
+        batch.update(ref, changes, option=option)
+    else:
         raise TypeError(f"a rollback writes deletes and clears only, not {type(op).__name__}")
-    changes = {FieldPath(change.field).to_api_repr(): DELETE_FIELD if change.to is MISSING
-               else _to_firestore(change.to, client) for change in op.changes}
-    batch.update(ref, changes, option=option)
+    [pb] = batch._write_pbs
+    return write.Write.pb(pb)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timestamp_pb(value: datetime) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    since = value - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
+
+
+def _datetime_from_pb(stamp: Any) -> datetime:
+    """A protobuf Timestamp as this tool's datetime: UTC, to the microsecond, as the library's
+    snapshots give it (the nanoseconds below a microsecond dropped)."""
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+def _fields_from_pb(fields: Any, client: Any) -> dict[str, Any]:
+    return {intern(key): _value_from_pb(value, client) for key, value in fields.items()}
+
+
+def _value_from_pb(value: Any, client: Any) -> Any:
+    """A protobuf ``Value`` as this tool's value: the same value ``_from_firestore`` makes of the
+    library's decoding of it. A reference, and a map the library reads as one of its own types
+    (keys ``__type__``, ``__oid__``... : vectors, BSON values), go through the library itself."""
+    kind = value.WhichOneof("value_type")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "integer_value":
+        return value.integer_value
+    if kind == "timestamp_value":
+        return _datetime_from_pb(value.timestamp_value)
+    if kind == "null_value":
+        return None
+    if kind == "boolean_value":
+        return value.boolean_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "map_value":
+        fields = value.map_value.fields
+        if not any(key.startswith("__") for key in fields):
+            return _fields_from_pb(fields, client)
+    elif kind == "array_value":
+        return [_value_from_pb(item, client) for item in value.array_value.values]
+    elif kind == "bytes_value":
+        return value.bytes_value
+    elif kind == "geo_point_value":
+        return GeoPoint(value.geo_point_value.latitude, value.geo_point_value.longitude)
+    from google.cloud.firestore_v1._helpers import decode_value
+
+    return _from_firestore(decode_value(value, client))
+
+
+def _fill_map(target: Any, fields: Mapping[str, Any], client: Any) -> None:
+    for key, item in fields.items():
+        _fill_value(target[key], item, client)
+
+
+def _fill_value(target: Any, value: Any, client: Any) -> None:
+    """Set the protobuf ``Value`` ``target`` to this tool's ``value``, as the library's encoding
+    of ``_to_firestore(value)`` would; a value of another type goes through the library."""
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
+        target.boolean_value = value
+    elif kind is int and -(1 << 63) <= value < (1 << 63):
+        target.integer_value = value
+    elif kind is float:
+        target.double_value = value
+    elif value is None:
+        target.null_value = 0
+    elif kind is datetime and value.tzinfo is not None:
+        target.timestamp_value.CopyFrom(_timestamp_pb(value))
+    elif kind is dict and not any(key.startswith("__") for key in value):
+        target.map_value.SetInParent()
+        _fill_map(target.map_value.fields, value, client)
+    elif kind is list:
+        target.array_value.SetInParent()
+        for item in value:
+            _fill_value(target.array_value.values.add(), item, client)
+    elif kind is bytes:
+        target.bytes_value = value
+    elif kind is GeoPoint:
+        target.geo_point_value.latitude = value.latitude
+        target.geo_point_value.longitude = value.longitude
+    elif kind is Reference:
+        target.reference_value = client.document(value.path)._document_path
+    else:
+        from google.cloud.firestore_v1._helpers import encode_value
+        from google.cloud.firestore_v1.types import document
+
+        target.CopyFrom(document.Value.pb(encode_value(_to_firestore(value, client))))
 
 
 def _document(collection: str, snapshot: Any) -> Document:
@@ -638,7 +817,8 @@ def _to_firestore(value: Any, client: Any) -> Any:
 
 
 class _RateLimiter:
-    """Writes per second: none (emulator), a fixed cap, or the 500/50/5 ramp."""
+    """Writes per second: none (emulator), a fixed cap, or the 500/50/5 ramp. One for all the
+    workers of a run: each commit books its share of the rate before it is sent."""
 
     START, GROWTH, PERIOD = 500.0, 1.5, 300.0
 
@@ -647,6 +827,7 @@ class _RateLimiter:
         self.ramp = mode == "ramp" and fixed is None
         self.started = time.monotonic()
         self.next_free = self.started
+        self._lock = threading.Lock()
 
     def rate(self, now: float) -> float | None:
         if self.fixed:
@@ -655,12 +836,71 @@ class _RateLimiter:
             return self.START * self.GROWTH ** int((now - self.started) // self.PERIOD)
         return None
 
-    def wait(self, writes: int) -> None:
-        now = time.monotonic()
-        rate = self.rate(now)
-        if rate is None:
-            return
-        if self.next_free > now:
-            time.sleep(self.next_free - now)
-            now = self.next_free
-        self.next_free = now + writes / rate
+    def wait(self, writes: int, stop: threading.Event) -> bool:
+        """Wait for this commit's turn; False when ``stop`` was set meanwhile (send nothing)."""
+        with self._lock:
+            now = time.monotonic()
+            rate = self.rate(now)
+            if rate is None:
+                return not stop.is_set()
+            turn = max(self.next_free, now)
+            self.next_free = turn + writes / rate
+        delay = turn - time.monotonic()
+        return not (stop.wait(delay) if delay > 0 else stop.is_set())
+
+
+class _Commits:
+    """The batches of one run, taken in order by up to N workers. The first error stops them all:
+    no worker sends another commit once one has failed (a lost lease, a lost server) or the run
+    was interrupted; commits already sent finish and are journaled. The error is then raised."""
+
+    def __init__(self, batches: list[list[tuple[Write, ...]]], limiter: _RateLimiter) -> None:
+        self.batches, self.limiter = batches, limiter
+        self.outcomes: list[list[OpResult] | None] = [None] * len(batches)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._next = 0
+
+    def run(self, commit: Callable[[list[Write], list[tuple[Write, ...]]], list[OpResult]],
+            workers: int) -> list[OpResult]:
+        if workers <= 1:
+            self._work(commit)
+        else:
+            # Daemon threads: a second Ctrl-C ends the process without waiting for a hung commit.
+            threads = [threading.Thread(target=self._work, args=(commit,), daemon=True,
+                                        name=f"reconcile-commit-{n}") for n in range(workers)]
+            for thread in threads:
+                thread.start()
+            try:
+                for thread in threads:
+                    thread.join()
+            except BaseException as error:  # Ctrl-C: stop the workers, let sent commits finish
+                self._fail(error)
+                for thread in threads:
+                    thread.join()
+        if self.error is not None:
+            raise self.error
+        return [result for outcome in self.outcomes if outcome is not None for result in outcome]
+
+    def _work(self, commit: Callable[[list[Write], list[tuple[Write, ...]]], list[OpResult]]) -> None:
+        try:
+            while True:
+                with self.lock:
+                    index = self._next
+                    self._next += 1
+                if index >= len(self.batches) or self.stop.is_set():
+                    return
+                batch = self.batches[index]
+                ops = [op for group in batch for op in group]
+                if not self.limiter.wait(len(ops), self.stop):
+                    return
+                self.outcomes[index] = commit(ops, batch)
+        except BaseException as error:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+        self.stop.set()

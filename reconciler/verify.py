@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deepdiff import DeepDiff
-
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Op, OpResult, Plan, Spec, State
 from reconciler.values import MISSING, canonical, encode_fields, is_empty
 
@@ -135,6 +133,8 @@ def _differs(old: dict, new: dict) -> bool:
 def _diff(old, new) -> str:
     if new is MISSING:
         return "removed"
+    from deepdiff import DeepDiff  # only when a value was lost: not on every run's start-up
+
     delta = DeepDiff(encode_fields({"v": old}), encode_fields({"v": new}), verbose_level=2)
     return delta.pretty().replace("root['v']", "value") or f"{canonical(old)} -> {canonical(new)}"
 
