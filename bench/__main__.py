@@ -108,21 +108,22 @@ def offline(report: Report, scales: list[int], work: Path) -> None:
         label = f"{counts['check_in_assignments']:,} assignments, {counts['formResponses']:,} responses"
         is_target = counts["check_in_assignments"] >= 1_000_000
         report.add(f"offline plan, {label}: wall", f"{seconds:.1f} s",
-                   "≤ 20 s" if is_target else "", seconds <= 20 if is_target else None)
+                   "≤ 10 s" if is_target else "", seconds <= 10 if is_target else None)
         report.add(f"offline plan, {label}: peak memory", f"{peak:,.0f} MiB",
-                   "≤ 2,048 MiB" if is_target else "", peak <= 2048 if is_target else None)
+                   "≤ 1,024 MiB" if is_target else "", peak <= 1024 if is_target else None)
+        report.add(f"offline plan, {label}: memory per document", f"{peak * 1024 / docs:.2f} KB")
         report.add(f"offline plan, {label}: time per document, net of start-up",
                    f"{per_doc[-1] * 1e6:.1f} µs (×{per_doc[-1] / per_doc[0]:.2f} the smallest scale's)")
         state = read_snapshot(path, spec.collections)
         gc.disable()
         started = time.perf_counter()
-        reconcile(spec, state)
+        reconcile(spec, state)  # one core: the figure is per core
         kernel = time.perf_counter() - started
         gc.enable()
         del state
-        report.add(f"pure kernel alone, {label}", f"{docs / kernel:,.0f} documents/s",
-                   "≥ 200,000 documents/s" if is_target else "",
-                   docs / kernel >= 200_000 if is_target else None)
+        report.add(f"pure kernel alone (one core), {label}", f"{docs / kernel:,.0f} documents/s per core",
+                   "≥ 300,000 documents/s per core" if is_target else "",
+                   docs / kernel >= 300_000 if is_target else None)
         path.unlink()
 
 

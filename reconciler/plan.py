@@ -46,8 +46,11 @@ from reconciler.values import (
 )
 
 
-def build_plan(spec: Spec, state: State, selection: Selection | None = None) -> Plan:
-    ops, findings = reconcile(spec, state, selection)
+def build_plan(spec: Spec, state: State, selection: Selection | None = None,
+               outcome: tuple[list[Op], list[Finding]] | None = None) -> Plan:
+    """``outcome``: what ``reconcile(spec, state, selection)`` gives, when it was computed already
+    (on several cores: ``workers.reconcile_on_cores``)."""
+    ops, findings = reconcile(spec, state, selection) if outcome is None else outcome
     return Plan(spec_name=spec.name, spec_path=spec.source, spec_sha256=spec.sha256,
                 spec_text=spec.text, source=state.source, read_time=state.read_time,
                 ops=tuple(ops), findings=tuple(findings), selection=selection, source_file=state.file)

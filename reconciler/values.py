@@ -44,6 +44,10 @@ class _Missing:
     def __bool__(self) -> bool:
         return False
 
+    def __reduce__(self) -> str:
+        # Pickled by name, so that a copy (a worker's result) is the one MISSING that ``is`` finds.
+        return "MISSING"
+
 
 MISSING: Any = _Missing()
 
