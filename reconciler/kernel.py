@@ -183,7 +183,7 @@ def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Find
         placed = classify_member(spec, doc)
         if placed is None:
             continue
-        if type(placed) is Finding:
+        if isinstance(placed, Finding):
             findings.append(placed)
             continue
         found = members.get(placed.key)
@@ -200,23 +200,21 @@ def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Find
             fields = doc.fields
             if type(fields.get(link_week)) is int:
                 key = tuple([fields.get(name, MISSING) for name in link_names])
-                if _plain_key(key):
-                    if key in members:
-                        found = responses.get(key)
-                        if found is None:
-                            responses[key] = [doc]
-                        else:
-                            found.append(doc)
+                if _plain_key(key) and key in members:
+                    answers = responses.get(key)
+                    if answers is None:
+                        responses[key] = [doc]
                     else:
-                        findings.append(orphan_response(spec, classify_response(spec, doc)))
+                        answers.append(doc)
                     continue
-            placed = classify_response(spec, doc)
-            if type(placed) is Finding:
-                findings.append(placed)
-            elif placed.key not in members:
-                findings.append(orphan_response(spec, placed))
+                # any other key (none a series has, or not plain): classified whole below
+            answer = classify_response(spec, doc)
+            if isinstance(answer, Finding):
+                findings.append(answer)
+            elif answer.key not in members:
+                findings.append(orphan_response(spec, answer))
             else:
-                responses.setdefault(placed.key, []).append(doc)
+                responses.setdefault(answer.key, []).append(doc)
 
     ordered = sorted((tuple([key_part(part) for part in key]), key) for key in members)
     series = [
@@ -288,7 +286,7 @@ def projection(spec: Spec) -> Projection:
     fills = dict(spec.fills.fields)
     members = {*series.key, series.week_field, cadence.field, *fills.get(series.collection, ())}
     members |= {name for name in (series.recurring_flag, series.length_field) if name}
-    needed = {name: frozenset() for name in spec.reference}
+    needed: dict[str, frozenset[str]] = {name: frozenset() for name in spec.reference}
     if link is not None:
         members |= {link.member_ref, *(member for member, _ in link.copy)}
         if link.status is not None:
@@ -314,7 +312,7 @@ def projection_union(specs: Sequence[Spec]) -> Projection | None:
         needed = [p.fields.get(collection) for p, spec in zip(projections, specs, strict=True)
                   if collection in spec.collections]
         if None not in needed:  # a spec that reads the collection whole makes the union whole
-            fields[collection] = frozenset().union(*needed)
+            fields[collection] = frozenset().union(*(names for names in needed if names is not None))
     return Projection(fields=fields, week_field=first.week_field, recurring_flag=first.recurring_flag,
                       series_collection=first.series_collection)
 
@@ -418,6 +416,7 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
     due_field = cadence.field
     for week, docs in weeks.items():
         expected = cadence.due(start, week)
+        assert expected is not None  # every week up to the length is in range (_unplannable)
         for doc in docs:
             value = doc.fields.get(due_field, MISSING)
             if value != expected or type(value) is not datetime:  # _check_due says the rest
@@ -436,11 +435,12 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
     # A week's target: its one member (a draft is made only if it changes), a new week's draft,
     # or None when the week has no single target.
     targets: dict[int, Document | _Draft | None] = {}
-    stem = template = None
+    stem: str | None = None
+    template: dict[str, Any] = {}
     for week in range(1, length + 1):
-        docs = weeks.get(week)
-        if docs:
-            targets[week] = docs[0] if len(docs) == 1 else None
+        present = weeks.get(week)
+        if present:
+            targets[week] = present[0] if len(present) == 1 else None
             continue
         if stem is None:  # the same for every week of the series: made once
             stem = _series_id_stem(spec, series.key)
@@ -453,7 +453,9 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
                    "week's member; not created")
             targets[week] = None
             continue
-        fields = _new_week_fields(spec, template, week, cadence.due(start, week))
+        due = cadence.due(start, week)
+        assert due is not None  # as above
+        fields = _new_week_fields(spec, template, week, due)
         targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields, series=series.label,
                                               rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
