@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from reconciler.lease import DEFAULT_TTL, Holder
 from reconciler.markdown import PART_LIMIT
 from reconciler.metrics import metrics_text
 from reconciler.model import Plan
-from reconciler.plan import plan_bytes
+from reconciler.plan import plan_chunks
 from reconciler.render import (
     AUDIT_FORMATS,
     PLAN_FORMATS,
@@ -401,9 +402,8 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
     else:
         planned = commands.plan(spec_path, source, run.options, select=select)
         changed = bool(planned.plan.summary.changes)
-    saved = plan_bytes(planned.plan) if (out and not beam) or (fmt == "json" and not old_spec_path) else b""
-    if out and not beam:
-        _write_output(out, saved, inputs)
+    if out and not beam:  # in pieces: a large plan file is never held whole in memory
+        _write_output(out, plan_chunks(planned.plan), inputs)
     run.finish(f"planned {sum(planned.documents.values())} documents")
     if old_spec_path and split_dir:
         _write_split(split_dir, render_comparison_parts(compared.comparison, show_values))
@@ -412,7 +412,7 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
     elif split_dir:
         _write_split(split_dir, render_plan_parts(planned.plan, show_values))
     elif fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
-        _write_bytes(saved)
+        _write_bytes(plan_chunks(planned.plan))
     else:
         _echo(render_plan(planned.plan, fmt, show_values))
     if out:  # on stderr: stdout is the document alone (a PR comment, a JSON plan)
@@ -438,9 +438,10 @@ def _write_split(directory: str, parts: list[str]) -> None:
                          f"{PART_LIMIT:,} characters: one pull-request comment each."), err=True)
 
 
-def _write_bytes(content: bytes) -> None:
+def _write_bytes(content: Iterable[bytes]) -> None:
     sys.stdout.flush()
-    sys.stdout.buffer.write(content)
+    for piece in content:
+        sys.stdout.buffer.write(piece)
     sys.stdout.buffer.flush()
 
 
@@ -558,7 +559,8 @@ def _refuse_output(out: str, inputs: list[str]) -> None:
         raise SourceError(f"refusing to write {out}: it {problem}")
 
 
-def _write_output(out: str, content: bytes, inputs: list[str], private: bool = True) -> None:
+def _write_output(out: str, content: bytes | Iterable[bytes], inputs: list[str],
+                  private: bool = True) -> None:
     _refuse_output(out, inputs)  # again: the run took time, and the path may have changed since
     try:
         write_atomically(out, content, private=private)
@@ -607,7 +609,7 @@ def show(plan_file: str, fmt: str, show_values: bool, split_dir: str | None) -> 
     if split_dir:
         _write_split(split_dir, render_plan_parts(saved, show_values))
     elif fmt == "json":
-        _write_bytes(plan_bytes(saved))
+        _write_bytes(plan_chunks(saved))
     else:
         _echo(render_plan(saved, fmt, show_values))
 

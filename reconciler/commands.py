@@ -66,6 +66,7 @@ from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, timelines
 from reconciler.values import printable
 from reconciler.verify import Verification, verify
+from reconciler.workers import reconcile_on_cores
 
 Store = SnapshotStore | FirestoreStore
 
@@ -247,9 +248,12 @@ def _beam():
 
 def _plan(spec: Spec, source: str, options: Options | None, whole: bool,
           selection: Selection | None = None, pin: bool = False) -> Planned:
-    state = _read(source, options, spec.collections, None if whole else projection(spec), spec=spec,
+    store = open_store(source, options)
+    state = _read(store, options, spec.collections, None if whole else projection(spec), spec=spec,
                   selection=selection, pin=pin)
-    return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection))
+    # A snapshot file is planned on every core (fork after the read); a live read is planned here.
+    outcome = reconcile_on_cores(spec, state, selection) if isinstance(store, SnapshotStore) else None
+    return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection, outcome))
 
 
 def series(spec_path: str, source: str, select: str, options: Options | None = None) -> Timelines:

@@ -115,8 +115,11 @@ def output_problem(path: str | Path, inputs: Iterable[str | Path] = ()) -> str:
     return ""
 
 
-def write_atomically(path: str | Path, content: bytes | str, *, private: bool = True) -> None:
+def write_atomically(path: str | Path, content: bytes | str | Iterable[bytes], *,
+                     private: bool = True) -> None:
     """Replace ``path`` with ``content``: readers see the old file or the new one, never a part.
+    ``content`` may come in pieces (an iterable of bytes), so that a large file is never held whole;
+    an exception raised while making a piece leaves ``path`` as it was.
 
     A file that is replaced keeps its mode; a new one is created 0600 (``private``) or with the
     umask's default. Raises OSError; callers turn it into their own error naming the file."""
@@ -129,7 +132,11 @@ def write_atomically(path: str | Path, content: bytes | str, *, private: bool = 
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+            if isinstance(content, str | bytes):
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+            else:
+                for piece in content:
+                    handle.write(piece)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())

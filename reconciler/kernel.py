@@ -38,8 +38,9 @@ from reconciler.values import MISSING, canonical, is_empty, is_int, is_timestamp
 # -- grouping ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
+    """A member of a series and its week. A named tuple: one is made per document."""
+
     doc: Document
     week: int
 
@@ -159,39 +160,79 @@ def orphan_response(spec: Spec, placed: Placed) -> Finding:
 def group_series(spec: Spec, state: State) -> tuple[list[SeriesInput], list[Finding]]:
     """Read each collection once and split it by series key. Returns the series and the findings
     about documents that belong to no series. Order inside a series is not meaningful."""
+    # Documents are grouped by their key as read. That is the grouping by type-exact key
+    # (``key_part``) as long as every part is a non-empty string or an integer, which is checked
+    # here for the common case (a week, a key of strings or integers) and left to
+    # ``classify_member`` and ``classify_response`` for every other document: 7 and "7" are
+    # different dictionary keys, and True or 7.0, equal to an integer key, never get this far.
     findings: list[Finding] = []
     members: dict[tuple[Any, ...], list[Member]] = {}
-    keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for doc in state.documents(spec.series.collection).values():
+    rule = spec.series
+    week_field, key_names = rule.week_field, rule.key
+    for doc in state.documents(rule.collection).values():
+        fields = doc.fields
+        week = fields.get(week_field)
+        if type(week) is int:
+            key = tuple([fields.get(name, MISSING) for name in key_names])
+            if _plain_key(key):
+                found = members.get(key)
+                if found is None:
+                    members[key] = [Member(doc, week)]
+                else:
+                    found.append(Member(doc, week))
+                continue
         placed = classify_member(spec, doc)
         if placed is None:
             continue
-        if type(placed) is Finding:
+        if isinstance(placed, Finding):
             findings.append(placed)
             continue
-        found = members.get(placed.canon)
+        found = members.get(placed.key)
         if found is None:
-            found = members[placed.canon] = []
-            keys[placed.canon] = placed.key
-        found.append(Member(doc, placed.week))
+            members[placed.key] = [Member(doc, placed.week)]
+        else:
+            found.append(Member(doc, placed.week))
 
     responses: dict[tuple[Any, ...], list[Document]] = {}
     if spec.link is not None:
+        link_week = spec.link.week_field
+        link_names = [name for name, _ in spec.link.key]
         for doc in state.documents(spec.link.collection).values():
-            placed = classify_response(spec, doc)
-            if type(placed) is Finding:
-                findings.append(placed)
-            elif placed.canon not in members:
-                findings.append(orphan_response(spec, placed))
+            fields = doc.fields
+            if type(fields.get(link_week)) is int:
+                key = tuple([fields.get(name, MISSING) for name in link_names])
+                if _plain_key(key) and key in members:
+                    answers = responses.get(key)
+                    if answers is None:
+                        responses[key] = [doc]
+                    else:
+                        answers.append(doc)
+                    continue
+                # any other key (none a series has, or not plain): classified whole below
+            answer = classify_response(spec, doc)
+            if isinstance(answer, Finding):
+                findings.append(answer)
+            elif answer.key not in members:
+                findings.append(orphan_response(spec, answer))
             else:
-                responses.setdefault(placed.canon, []).append(doc)
+                responses.setdefault(answer.key, []).append(doc)
 
+    ordered = sorted((tuple([key_part(part) for part in key]), key) for key in members)
     series = [
-        SeriesInput(key=keys[canon], label=series_label(spec, keys[canon]), members=tuple(found),
-                    responses=tuple(responses.get(canon, ())))
-        for canon, found in sorted(members.items())
+        SeriesInput(key=key, label=series_label(spec, key), members=tuple(members[key]),
+                    responses=tuple(responses.get(key, ())))
+        for _, key in ordered
     ]
     return series, findings
+
+
+def _plain_key(key: tuple[Any, ...]) -> bool:
+    """Every part a non-empty string or an integer (not a bool): ``key_part`` accepts it as is."""
+    for part in key:
+        kind = type(part)
+        if not ((kind is str and part) or kind is int):
+            return False
+    return True
 
 
 def _key_text(names: Iterable[str], key: Iterable[Any]) -> str:
@@ -256,7 +297,7 @@ def projection(spec: Spec) -> Projection:
     fills = dict(spec.fills.fields)
     members = {*series.key, series.week_field, cadence.field, *fills.get(series.collection, ())}
     members |= {name for name in (series.recurring_flag, series.length_field) if name}
-    needed = {name: frozenset() for name in spec.reference}
+    needed: dict[str, frozenset[str]] = {name: frozenset() for name in spec.reference}
     if link is not None:
         members |= {link.member_ref, *(member for member, _ in link.copy)}
         if link.status is not None:
@@ -282,7 +323,7 @@ def projection_union(specs: Sequence[Spec]) -> Projection | None:
         needed = [p.fields.get(collection) for p, spec in zip(projections, specs, strict=True)
                   if collection in spec.collections]
         if None not in needed:  # a spec that reads the collection whole makes the union whole
-            fields[collection] = frozenset().union(*needed)
+            fields[collection] = frozenset().union(*(names for names in needed if names is not None))
     return Projection(fields=fields, week_field=first.week_field, recurring_flag=first.recurring_flag,
                       series_collection=first.series_collection)
 
@@ -383,11 +424,13 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
         else:
             report("assignment.week_out_of_range", member.doc.path,
                    f"week {member.week} is outside 1..{length}; left untouched")
+    due_field = cadence.field
     for week, docs in weeks.items():
         expected = cadence.due(start, week)
+        assert expected is not None  # every week up to the length is in range (_unplannable)
         for doc in docs:
-            value = doc.fields.get(cadence.field, MISSING)
-            if value != expected or not is_timestamp(value):
+            value = doc.fields.get(due_field, MISSING)
+            if value != expected or type(value) is not datetime:  # _check_due says the rest
                 _check_due(spec, doc, week, expected, report)
         if len(docs) > 1:
             docs.sort(key=lambda d: d.id)
@@ -403,12 +446,17 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
     # A week's target: its one member (a draft is made only if it changes), a new week's draft,
     # or None when the week has no single target.
     targets: dict[int, Document | _Draft | None] = {}
+    stem: str | None = None
+    template: dict[str, Any] = {}
     for week in range(1, length + 1):
-        docs = weeks.get(week)
-        if docs:
-            targets[week] = docs[0] if len(docs) == 1 else None
+        present = weeks.get(week)
+        if present:
+            targets[week] = present[0] if len(present) == 1 else None
             continue
-        doc_id = new_week_id(spec, series.key, week)
+        if stem is None:  # the same for every week of the series: made once
+            stem = series_stem(spec, series.key)
+            template = _new_week_template(spec, base)
+        doc_id = f"{stem}-w{week:03d}"  # new_week_id(spec, series.key, week)
         path = f"{rule.collection}/{doc_id}"
         if doc_id in taken_ids:
             report("assignment.id_taken", path,
@@ -416,7 +464,9 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
                    "week's member; not created")
             targets[week] = None
             continue
-        fields = _new_week_fields(spec, base, week, cadence.due(start, week))
+        due = cadence.due(start, week)
+        assert due is not None  # as above
+        fields = _new_week_fields(spec, template, week, due)
         targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields, series=series.label,
                                               rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
 
@@ -496,10 +546,16 @@ def _check_due(spec: Spec, doc: Document, week: int, expected: datetime, report)
                "left as it is")
 
 
-def _new_week_fields(spec: Spec, base: Document, week: int, due: datetime) -> dict[str, Any]:
-    """Rule 5: the base's fields, less the omitted ones, with the week, its date and the resets."""
+def _new_week_template(spec: Spec, base: Document) -> dict[str, Any]:
+    """Rule 5's copy of the base: its fields, less the omitted ones."""
     omit = set(spec.new_week.omit)
-    fields = {name: value for name, value in base.fields.items() if name not in omit}
+    return {name: value for name, value in base.fields.items() if name not in omit}
+
+
+def _new_week_fields(spec: Spec, template: dict[str, Any], week: int, due: datetime) -> dict[str, Any]:
+    """Rule 5: the base's fields less the omitted ones (``template``), with the week, its date and
+    the resets."""
+    fields = dict(template)
     fields[spec.series.week_field] = week
     fields[spec.cadence.field] = due
     fields.update(spec.new_week.reset)
@@ -631,16 +687,40 @@ class _Links:
 def reconcile(spec: Spec, state: State, selection: Selection | None = None) -> tuple[list[Op], list[Finding]]:
     """Every series through the kernel (with ``selection``, the series it matches, and the findings
     about documents that carry its key values). Ops sorted by path, findings by code: deterministic."""
+    series_list, findings = select_series(spec, state, selection)
+    ops, found = reconcile_all(spec, series_list, state.documents(spec.series.collection).keys())
+    return merge_outcomes([(ops, findings), ([], found)])
+
+
+def select_series(spec: Spec, state: State,
+                  selection: Selection | None = None) -> tuple[list[SeriesInput], list[Finding]]:
+    """``group_series``, kept to the series ``selection`` matches and the findings about documents
+    that carry its key values."""
     series_list, findings = group_series(spec, state)
     if selection is not None:
         series_list = [series for series in series_list if selection.matches(spec, series.key)]
         findings = [finding for finding in findings if _selected(spec, state, selection, finding)]
-    taken = state.documents(spec.series.collection).keys()
+    return series_list, findings
+
+
+def reconcile_all(spec: Spec, series_list: Iterable[SeriesInput],
+                  taken_ids: Container[str]) -> tuple[list[Op], list[Finding]]:
+    """Each series through the kernel, in any order; the results are not sorted yet."""
     ops: list[Op] = []
+    findings: list[Finding] = []
     for series in series_list:
-        outcome = reconcile_series(spec, series, taken)
+        outcome = reconcile_series(spec, series, taken_ids)
         ops.extend(outcome.ops)
         findings.extend(outcome.findings)
+    return ops, findings
+
+
+def merge_outcomes(parts: Sequence[tuple[list[Op], list[Finding]]]) -> tuple[list[Op], list[Finding]]:
+    """The ops and findings of several shares of the series as one plan's: ops by path (a run
+    writes each document once, so paths are unique), findings by their whole content. Both are
+    total orders, so the result does not depend on how the series were shared out."""
+    ops = [op for part_ops, _ in parts for op in part_ops]
+    findings = [finding for _, part_findings in parts for finding in part_findings]
     ops.sort(key=lambda op: op.path)
     findings.sort(key=lambda f: f.sort_key)
     return ops, findings

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 from reconciler.values import printable
 
@@ -43,6 +44,32 @@ class Block:
     """Lines kept together in one part."""
 
     lines: tuple[str, ...]
+
+
+class Rows(Sequence[str]):
+    """Table rows made when read: ``render(item)`` for each of ``items``. A comment shows a few
+    hundred rows of a plan that may have hundreds of thousands; only those are ever made."""
+
+    __slots__ = ("items", "render")
+
+    def __init__(self, items: Sequence[Any], render: Callable[[Any], str]) -> None:
+        self.items = items
+        self.render = render
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self.render(item) for item in self.items[index]]
+        return self.render(self.items[index])
+
+    def __iter__(self):
+        return map(self.render, self.items)
 
 
 @dataclass(frozen=True, slots=True)

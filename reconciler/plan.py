@@ -12,6 +12,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -45,8 +46,11 @@ from reconciler.values import (
 )
 
 
-def build_plan(spec: Spec, state: State, selection: Selection | None = None) -> Plan:
-    ops, findings = reconcile(spec, state, selection)
+def build_plan(spec: Spec, state: State, selection: Selection | None = None,
+               outcome: tuple[list[Op], list[Finding]] | None = None) -> Plan:
+    """``outcome``: what ``reconcile(spec, state, selection)`` gives, when it was computed already
+    (on several cores: ``workers.reconcile_on_cores``)."""
+    ops, findings = reconcile(spec, state, selection) if outcome is None else outcome
     return Plan(spec_name=spec.name, spec_path=spec.source, spec_sha256=spec.sha256,
                 spec_text=spec.text, source=state.source, read_time=state.read_time,
                 ops=tuple(ops), findings=tuple(findings), selection=selection, source_file=state.file)
@@ -55,7 +59,9 @@ def build_plan(spec: Spec, state: State, selection: Selection | None = None) -> 
 # -- encoding ----------------------------------------------------------------------------------------
 
 
-def plan_to_data(plan: Plan) -> dict[str, Any]:
+def plan_to_data(plan: Plan, ops: list[Any] | None = None,
+                 findings: list[Any] | None = None) -> dict[str, Any]:
+    """The plan file's data; ``ops`` and ``findings``, when given, stand for the encoded lists."""
     summary = plan.summary
     return {
         "format": PLAN.name,
@@ -69,8 +75,8 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "read_time": encode(plan.read_time),
         "summary": {"create": summary.create, "link": summary.link, "fill": summary.fill,
                     "delete": 0, "overwrite": 0, "findings": summary.findings},
-        "ops": [op_to_data(op) for op in plan.ops],
-        "findings": [finding_to_data(f) for f in plan.findings],
+        "ops": [op_to_data(op) for op in plan.ops] if ops is None else ops,
+        "findings": [finding_to_data(f) for f in plan.findings] if findings is None else findings,
     }
 
 
@@ -95,9 +101,39 @@ def _encode_empty(value: Any) -> Any:
     return {"$missing": True} if value is MISSING else value
 
 
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+_CHUNK = 2048  # ops or findings encoded at a time: the plan file is never held whole in memory
+_HOLE = "\x00items"  # stands for a list in the frame: no other value there is a lone string in a list
+
+
 def plan_bytes(plan: Plan) -> bytes:
-    """The plan file's exact bytes (UTF-8): write these, rather than text, for a large plan."""
-    return orjson.dumps(plan_to_data(plan), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+    """The plan file's exact bytes (UTF-8); ``plan_chunks`` gives the same bytes piece by piece."""
+    return b"".join(plan_chunks(plan))
+
+
+def plan_chunks(plan: Plan) -> Iterator[bytes]:
+    """The plan file's bytes in pieces of a few thousand ops, in order: what
+    ``orjson.dumps(plan_to_data(plan), OPT_SORT_KEYS | OPT_INDENT_2) + b"\\n"`` gives, without the
+    whole plan's data or bytes in memory at once. The frame (every member but the two lists) is
+    encoded with a placeholder in each list, which is then replaced by the list's items; the two
+    lists are the top object's members, so their items sit at an indent of four spaces."""
+    data = plan_to_data(plan, ops=[_HOLE] if plan.ops else [],
+                        findings=[_HOLE] if plan.findings else [])
+    frame = orjson.dumps(data, option=_JSON_OPTIONS) + b"\n"
+    hole = b"    " + orjson.dumps(_HOLE)
+    lists = {"findings": (plan.findings, finding_to_data), "ops": (plan.ops, op_to_data)}
+    for name in sorted(lists):  # the order of the frame's sorted keys
+        items, to_data = lists[name]
+        if not items:
+            continue
+        before, _, frame = frame.partition(hole)
+        yield before
+        for start in range(0, len(items), _CHUNK):
+            chunk = orjson.dumps([to_data(item) for item in items[start:start + _CHUNK]],
+                                 option=_JSON_OPTIONS)
+            # "[\n  {...},\n  {...}\n]" → its items, indented one level deeper
+            yield (b",\n" if start else b"") + b"    " + chunk[4:-2].replace(b"\n", b"\n  ")
+    yield frame
 
 
 def dumps_plan(plan: Plan) -> str:

@@ -17,7 +17,7 @@ from reconciler.audit import AuditReport
 from reconciler.audit_page import audit_page
 from reconciler.compare import Comparison, comparison_data, impact
 from reconciler.formats import RESTORE
-from reconciler.markdown import Block, Document, Table, codes, one_comment, split
+from reconciler.markdown import Block, Document, Rows, Table, codes, one_comment, split
 from reconciler.markdown import code as _code
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, Selection
 from reconciler.plan import dumps_plan
@@ -175,18 +175,21 @@ def _plan_items(plan: Plan, show_values: bool) -> list[Block | Table]:
         items.append(Table(f"Changes ({len(plan.ops)} document writes)",
                            (f"| op | document | series | rules | link | {values} |",
                             "|---|---|---|---|---|---|"),
-                           [op_markdown(op, show_values) for op in ordered]))
+                           Rows(ordered, lambda op: op_markdown(op, show_values))))
     if plan.findings:
         # A finding's message quotes the values it is about: shown only when asked.
         items.append(Table(f"Findings ({len(plan.findings)})",
                            ("| code | document | series | message |", "|---|---|---|---|"),
-                           [f"| {_code(f.code)} | {_code(f.path)} | {_code(f.series) if f.series else ''} | "
-                            f"{_code(f.message) if show_values else 'see docs/findings.md'} |"
-                            for f in plan.findings]))
+                           Rows(plan.findings, lambda f: _finding_row(f, show_values))))
     read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
     items.append(Block((f"<sub>spec {_code(plan.spec_path)} sha256 {_code(plan.spec_sha256[:12])}, "
                         f"read at {read}</sub>",)))
     return items
+
+
+def _finding_row(f: Finding, show_values: bool) -> str:
+    return (f"| {_code(f.code)} | {_code(f.path)} | {_code(f.series) if f.series else ''} | "
+            f"{_code(f.message) if show_values else 'see docs/findings.md'} |")
 
 
 def _count(n: int, what: str, plural: str = "") -> str:

@@ -140,10 +140,11 @@ def decode_snapshot(data: Any, where: str, wanted: set[str] | None = None,
     if not isinstance(collections_data, dict):
         raise SourceError(f"{where}: 'collections' must be an object of collection → documents")
     strings: dict[str, str] = {}
+    last = _LastUpdate()
     try:
         read_time = decode(data.get("read_time"), "read_time")
         decoded = {
-            name: {doc_id: _decode_document(name, doc_id, raw, strings, projection)
+            name: {doc_id: _decode_document(name, doc_id, raw, strings, projection, last)
                    for doc_id, raw in _object(docs, f"collections.{name}").items()}
             for name, docs in collections_data.items() if wanted is None or name in wanted
         }
@@ -161,6 +162,7 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
     collections: dict[str, dict[str, Document]] = {}
     opened: dict[str, int] = {}  # collection → the line that opens it
     strings: dict[str, str] = {}
+    last = _LastUpdate()
     current: dict[str, Document] | None = None
     keep = True
     name = ""
@@ -201,7 +203,7 @@ def _stream_documents(handle: IO[bytes], where: str, wanted: set[str] | None,
             for doc_id, raw in docs.items():
                 if doc_id in current:
                     raise _RepeatedDocument(name, doc_id, number)
-                current[doc_id] = _decode_document(name, doc_id, raw, strings, projection)
+                current[doc_id] = _decode_document(name, doc_id, raw, strings, projection, last)
     raise _NotStreamable  # ended early: the whole parse says where the JSON is cut
 
 
@@ -369,8 +371,19 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+class _LastUpdate:
+    """The last update time decoded, as written and as a datetime. Documents written by one commit
+    share their update time and often lie together in a file: a run of equal ones is one object."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.value: datetime | None = None
+
+
 def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, str],
-                     projection: Projection | None = None) -> Document:
+                     projection: Projection | None = None, last: _LastUpdate | None = None) -> Document:
     """One document. Places for messages are built only when something is wrong: this runs once
     per document of a snapshot."""
     if type(raw) is not dict or not doc_id or "/" in doc_id:
@@ -378,7 +391,10 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
         _object(raw, place)
         raise ValueError(f"{place}: {doc_id!r} is not a valid document ID")
     update_time = raw.get("update_time")
-    if update_time is not None:
+    text = update_time.get("$timestamp") if type(update_time) is dict and len(update_time) == 1 else None
+    if last is not None and text is not None and text == last.text:
+        update_time = last.value
+    elif update_time is not None:
         try:
             update_time = decode_timestamp(update_time)
         except DecodeError as error:
@@ -387,6 +403,8 @@ def _decode_document(collection: str, doc_id: str, raw: Any, strings: dict[str, 
             raise ValueError(f"collections.{collection}.{doc_id}.update_time: {_TOO_DEEP}") from None
         if not isinstance(update_time, datetime):
             raise ValueError(f"collections.{collection}.{doc_id}.update_time must be a timestamp")
+        if last is not None and type(text) is str:
+            last.text, last.value = text, update_time
     fields = raw.get("fields", {})
     if type(fields) is not dict:
         raise ValueError(f"collections.{collection}.{doc_id}.fields must be an object")

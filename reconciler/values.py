@@ -45,7 +45,8 @@ class _Missing:
         return False
 
     def __reduce__(self) -> str:
-        return "MISSING"  # unpickled (on another worker) as this module's one instance
+        # Pickled by name, so that a copy (a worker's result) is the one MISSING that ``is`` finds.
+        return "MISSING"
 
 
 MISSING: Any = _Missing()

@@ -27,5 +27,6 @@ def test_a_quick_offline_benchmark_writes_its_table(tmp_path):
     assert run.returncode == 0, run.stderr
     table = out.read_text()
     assert table.startswith("# Benchmarks\n\nMeasured by `python -m bench --quick --no-live` on ")
-    assert table.count("| offline plan, ") == 9 and table.count("| pure kernel alone, ") == 3
+    assert table.count("| offline plan, ") == 12 and table.count("| pure kernel alone (one core), ") == 3
+    assert table.count(": memory per document | ") == 3
     assert table.count("| Beam DirectRunner plan, ") == 2

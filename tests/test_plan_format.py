@@ -6,12 +6,14 @@ import json
 import random
 from dataclasses import replace
 
+import orjson
 import pytest
 from builders import CHECKINS, DEMO, ROOT
 
+from reconciler import plan as plan_module
 from reconciler.errors import PlanFileError
 from reconciler.model import CreateDocumentOp, State
-from reconciler.plan import build_plan, dumps_plan, loads_plan
+from reconciler.plan import build_plan, dumps_plan, loads_plan, plan_chunks, plan_to_data
 from reconciler.render import render_plan
 from reconciler.snapshot import SnapshotStore
 from reconciler.spec import load_spec
@@ -37,6 +39,21 @@ def test_the_plan_file_round_trips_exactly(demo_plan):
     text = dumps_plan(demo_plan)
     assert loads_plan(text, "p.json") == demo_plan
     assert dumps_plan(loads_plan(text, "p.json")) == text
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 4096])
+@pytest.mark.parametrize("part", ["whole", "no ops", "no findings", "neither"])
+def test_the_plan_file_written_in_pieces_is_the_whole_plan_encoded_at_once(demo_plan, monkeypatch,
+                                                                           chunk, part):
+    plan = {"whole": demo_plan, "no ops": replace(demo_plan, ops=()),
+            "no findings": replace(demo_plan, findings=()),
+            "neither": replace(demo_plan, ops=(), findings=())}[part]
+    monkeypatch.setattr(plan_module, "_CHUNK", chunk)
+    whole = orjson.dumps(plan_to_data(plan), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+    pieces = list(plan_chunks(plan))
+    assert b"".join(pieces) == whole
+    if chunk == 1 and plan.ops:  # one piece per op at least: never the whole list at once
+        assert len(pieces) > len(plan.ops)
 
 
 def test_the_same_inputs_give_byte_identical_plans_whatever_the_read_order(demo_plan):
