@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -147,7 +149,7 @@ def plan(spec: Spec, source: str, out: str | None, options: Sequence[str], *,
          lock_collection: str = "_reconcile_locks") -> Planned:
     """Run the plan pipeline over ``source`` and write its sharded plan to ``out`` (a new or empty
     directory, local or on a Beam filesystem such as gs://; a temporary one when None)."""
-    directory = out or tempfile.mkdtemp(prefix="reconcile-beam-plan-")
+    directory = out or _temporary_directory(options)
     _require_empty(directory)
     collections = tuple(name for name in (spec.series.collection, spec.link and spec.link.collection) if name)
     fields = projection(spec)
@@ -184,8 +186,15 @@ def plan(spec: Spec, source: str, out: str | None, options: Sequence[str], *,
     manifest = FileSystems.join(directory, MANIFEST)
     with _filesystem(directory, "write the plan's manifest to"):
         shards = _shards(directory)
-        with FileSystems.create(manifest) as handle:
-            handle.write(manifest_bytes(header, shards, RUNNER, summary))
+    if {shard.kind for shard in shards} != set(KINDS):
+        # The pipeline writes at least one shard of each kind, empty or not: none here means the
+        # workers wrote somewhere this process cannot see. An empty plan read from it would say
+        # "converged" about data nobody planned.
+        raise SourceError(f"{directory}: the pipeline finished but no shard of its plan is there (found "
+                          f"{len(shards)}); its workers must write where this process reads: give a "
+                          "directory both can reach (gs://BUCKET/PREFIX on Dataflow)")
+    with _filesystem(directory, "write the plan's manifest to"), FileSystems.create(manifest) as handle:
+        handle.write(manifest_bytes(header, shards, RUNNER, summary))
     return Planned(manifest=manifest, header=header, documents=documents)
 
 
@@ -207,6 +216,33 @@ def _filesystem(path: str, what: str) -> Iterator[None]:
         raise
     except Exception as error:  # the filesystems raise their clients' own errors
         raise SourceError(f"{path}: cannot {what} it ({_first_line(error)})") from error
+
+
+def discard(directory: str) -> None:
+    """Remove a plan directory this run made only to read back (local or on gs://); best effort."""
+    try:
+        if "://" in directory:
+            FileSystems.delete([directory.rstrip("/") + "/"])
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    except Exception:  # a temporary plan left behind is harmless
+        pass
+
+
+def _temporary_directory(options: Sequence[str]) -> str:
+    """Where a plan that is not kept (``check``) is written: under the pipeline's temp_location
+    when it names one on a shared filesystem (gs://…), which remote workers can write; else a
+    local temporary directory, which only the DirectRunner's workers (this machine) can."""
+    parsed = pipeline_options(options).get_all_options()
+    temp = parsed.get("temp_location") or ""
+    if "://" in temp:
+        return FileSystems.join(temp.rstrip("/"), f"reconcile-plan-{uuid.uuid4().hex}")
+    runner = (parsed.get("runner") or "DirectRunner").rsplit(".", 1)[-1]
+    if runner not in ("DirectRunner", "PrismRunner", "FnApiRunner", "BundleBasedDirectRunner"):
+        raise SourceError(f"--runner beam with runner={runner}: its workers cannot write this machine's "
+                          "temporary directory; give --pipeline-option temp_location=gs://BUCKET/tmp "
+                          "(or plan with --out gs://BUCKET/PREFIX)")
+    return tempfile.mkdtemp(prefix="reconcile-beam-plan-")
 
 
 def _documents_of(state: State) -> list[tuple[str, Document]]:

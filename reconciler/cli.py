@@ -110,8 +110,8 @@ def _runner(ctx: click.Context, param: click.Parameter, value: object) -> object
 
 
 def runner_options(command):
-    """--runner, --pipeline-option and --read-partitions, for the commands that plan (plan, check,
-    apply); their values reach the run through the context (``_Run``)."""
+    """--runner, --pipeline-option and --read-partitions, for plan and check (a sharded plan is
+    applied by the ordinary apply); their values reach the run through the context (``_Run``)."""
     command = click.option(
         "--read-partitions", type=click.IntRange(1, 100_000), metavar="N", expose_value=False,
         callback=_runner, help="With --runner beam: split each collection's read into N partitions read "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -222,7 +221,7 @@ def plan_on_beam(spec_path: str, source: str, options: Options | None = None,
         saved = _read_sharded(directory, beam.read_files if "://" in directory else None)
     finally:
         if out is None:
-            shutil.rmtree(directory, ignore_errors=True)
+            beam.discard(directory)
     state = State(source=saved.source, read_time=saved.read_time, collections={}, file=saved.source_file)
     if (source.startswith(FIRESTORE_SCHEME) and not options.allow_empty
             and not any(done.documents.values())):

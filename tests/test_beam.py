@@ -272,3 +272,12 @@ def test_the_plan_file_of_a_beam_plan_round_trips_through_a_snapshot(tmp_path):
     done = reconcile("apply", out, "--auto-approve", "--journal-dir", tmp_path / "j")
     assert done.returncode == 0, done.stderr
     assert build_plan(load_spec(CHECKINS), SnapshotStore(str(copy)).read()).ops == ()
+
+
+def test_check_on_a_remote_runner_without_a_shared_temp_location_is_refused_before_reading(tmp_path):
+    """Remote workers cannot write this machine's temporary directory; a check that read back an
+    empty plan from it would report "converged" about data it never planned."""
+    done = reconcile("check", "--spec", CHECKINS, "--source", DEMO, "--runner", "beam",
+                     "--pipeline-option", "runner=DataflowRunner")
+    assert done.returncode == 1 and "temp_location=gs://" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
