@@ -179,9 +179,9 @@ def plan(spec: Spec, source: str, out: str | None, options: Sequence[str], *,
     (findings | "CountFindings" >> beam.Map(_counted_finding) | "EncodeFindings" >> beam.Map(finding_line)
      | "WriteFindings" >> _write(directory, "findings"))
     counts = _run(pipeline)
-    documents = {name: counts.get(f"documents:{name}", 0) for name in collections}
-    if not source.startswith(SCHEME):
-        documents = {name: len(state.documents(name)) for name in collections}
+    # Counted by the read workers on Firestore; a snapshot file was read here.
+    documents = ({name: counts.get(f"documents:{name}", 0) for name in collections}
+                 if source.startswith(SCHEME) else {name: len(state.documents(name)) for name in collections})
     summary = {name: counts.get(name, 0) for name in ("create", "link", "fill", "findings")}
     manifest = FileSystems.join(directory, MANIFEST)
     with _filesystem(directory, "write the plan's manifest to"):

@@ -79,10 +79,6 @@ def manifest_bytes(header: Plan, shards: Iterable[Shard], runner: str,
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
 
 
-def is_manifest(data: Any) -> bool:
-    return type(data) is dict and data.get("format") == PLAN_MANIFEST.name
-
-
 def parse_manifest(data: Any, where: str) -> Manifest:
     """The manifest's header and shard list, every field checked; PlanFileError naming ``where``."""
     check_version(data, where, PLAN_MANIFEST, PlanFileError)
