@@ -26,15 +26,19 @@ Imports Apache Beam: install the ``beam`` extra. Only this module does.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import json
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -44,13 +48,18 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 
-from reconciler.errors import ReconcileError, SourceError
-from reconciler.kernel import Projection, projection
-from reconciler.keyed import keyed, plan_stem
-from reconciler.model import Document, Finding, Op, Plan, Spec, State, summarize
+from reconciler.errors import ReconcileError, SourceError, UnsafePlan
+from reconciler.files import make_private_directory
+from reconciler.guard import examine, examine_unplaced, refusal
+from reconciler.journal import Journal
+from reconciler.kernel import Projection, projection, stem_of_id
+from reconciler.keyed import keyed, placed, plan_stem
+from reconciler.lease import HeldElsewhere
+from reconciler.model import CreateDocumentOp, Document, Finding, Op, OpResult, Plan, Spec, State, summarize
 from reconciler.sharded import KINDS, MANIFEST, Shard, finding_line, manifest_bytes, op_line
 from reconciler.snapshot import SnapshotStore
 from reconciler.store import SCHEME, FirestoreStore
+from reconciler.verify import Verification, verify
 
 RUNNER = "beam"
 DEFAULT_PARTITIONS = 16  # read partitions per collection
@@ -86,22 +95,26 @@ def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
 
 
 class _ReadPartition(beam.DoFn):
-    """Reads one partition of one collection at the run's read time: (collection, document)."""
+    """Reads one partition of one collection at the run's read time: (collection, document). The
+    read time is fixed, or given as a side input (``read_time``) when it is taken in the pipeline."""
 
-    def __init__(self, source: str, read_time: datetime, fields: Projection, timeout: float,
-                 lock_collection: str) -> None:
+    def __init__(self, source: str, read_time: datetime | None, fields: Projection | None, timeout: float,
+                 lock_collection: str, counter: str = "documents") -> None:
         self.source, self.read_time, self.fields = source, read_time, fields
-        self.timeout, self.lock_collection = timeout, lock_collection
+        self.timeout, self.lock_collection, self.counter = timeout, lock_collection, counter
         self.store: FirestoreStore | None = None
 
     def setup(self) -> None:
         self.store = FirestoreStore(self.source, timeout=self.timeout, lock_collection=self.lock_collection)
 
-    def process(self, part: tuple[str, str | None, str | None]) -> Iterator[tuple[str, Document]]:
+    def process(self, part: tuple[str, str | None, str | None],
+                read_time: datetime | None = None) -> Iterator[tuple[str, Document]]:
         collection, start, end = part
         assert self.store is not None
-        read = Metrics.counter(_COUNTERS, f"documents:{collection}")
-        for doc in self.store.read_range(collection, start, end, self.read_time, self.fields):
+        at = read_time or self.read_time
+        assert at is not None
+        read = Metrics.counter(_COUNTERS, f"{self.counter}:{collection}")
+        for doc in self.store.read_range(collection, start, end, at, self.fields):
             read.inc()
             yield collection, doc
 
@@ -151,7 +164,7 @@ def plan(spec: Spec, source: str, out: str | None, options: Sequence[str], *,
     directory, local or on a Beam filesystem such as gs://; a temporary one when None)."""
     directory = out or _temporary_directory(options)
     _require_empty(directory)
-    collections = tuple(name for name in (spec.series.collection, spec.link and spec.link.collection) if name)
+    collections = _collections(spec)
     fields = projection(spec)
     header = Plan(spec_name=spec.name, spec_path=spec.source, spec_sha256=spec.sha256, spec_text=spec.text,
                   source=source, read_time=None, ops=(), findings=())
@@ -237,12 +250,18 @@ def _temporary_directory(options: Sequence[str]) -> str:
     temp = parsed.get("temp_location") or ""
     if "://" in temp:
         return FileSystems.join(temp.rstrip("/"), f"reconcile-plan-{uuid.uuid4().hex}")
-    runner = (parsed.get("runner") or "DirectRunner").rsplit(".", 1)[-1]
-    if runner not in ("DirectRunner", "PrismRunner", "FnApiRunner", "BundleBasedDirectRunner"):
+    if not _local_runner(options):
+        runner = (parsed.get("runner") or "DirectRunner").rsplit(".", 1)[-1]
         raise SourceError(f"--runner beam with runner={runner}: its workers cannot write this machine's "
                           "temporary directory; give --pipeline-option temp_location=gs://BUCKET/tmp "
                           "(or plan with --out gs://BUCKET/PREFIX)")
     return tempfile.mkdtemp(prefix="reconcile-beam-plan-")
+
+
+def _local_runner(options: Sequence[str]) -> bool:
+    """Whether the pipeline's workers run on this machine (and so can write its disk)."""
+    runner = (pipeline_options(options).get_all_options().get("runner") or "DirectRunner").rsplit(".", 1)[-1]
+    return runner in ("DirectRunner", "PrismRunner", "FnApiRunner", "BundleBasedDirectRunner")
 
 
 def _documents_of(state: State) -> list[tuple[str, Document]]:
@@ -311,3 +330,424 @@ def _shards(directory: str) -> list[Shard]:
             shards.append(Shard(kind=kind, name=metadata.path.rsplit("/", 1)[-1], sha256=digest.hexdigest(),
                                 lines=lines))
     return shards
+
+
+# -- apply ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Writing:
+    """How the workers write: the lease their launcher holds, and the local apply's write options."""
+
+    lease_id: str
+    lease_ttl: float
+    journals: str  # this run's directory of journals (``journal_directory``)
+    batch_size: int
+    max_writes_per_second: float | None
+    timeout: float
+    lock_collection: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What an apply pipeline leaves: its validation, merged from every series', and the documents
+    it read before its writes."""
+
+    verification: Verification
+    read: dict[str, int]
+
+
+def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
+          partitions: int = DEFAULT_PARTITIONS) -> Applied:
+    """Apply ``saved`` to its Firestore database as a pipeline, under the lease the caller holds
+    (``writing.lease_id``). Each series' share of the plan is examined against a fresh read of that
+    series (``guard.examine``); any reason to refuse, anywhere, stops the run before the first commit
+    (the gate); the admitted groups, as the spec derives them, are committed by the workers under
+    their preconditions, each commit after a check of the lease, journaled per bundle; then the
+    database is read again and each series verified as the local apply verifies the whole."""
+    source = saved.source
+    collections = _collections(spec)
+    store = FirestoreStore(source, timeout=writing.timeout, lock_collection=writing.lock_collection)
+    results = _temporary_directory(options)
+    read_time = store.server_time(collections[0])
+    parts = [(name, start, end) for name in collections
+             for start, end in store.partitions(name, partitions, read_time)]
+    header = replace(saved, ops=(), findings=())
+    pipeline = beam.Pipeline(options=pipeline_options(options))
+
+    def read(label: str, at: datetime | None, counter: str, **side: Any) -> beam.PCollection:
+        return (pipeline | f"{label}Partitions" >> beam.Create(parts) | f"{label}Spread" >> beam.Reshuffle()
+                | f"{label}Read" >> beam.ParDo(_ReadPartition(source, at, None, writing.timeout,
+                                                              writing.lock_collection, counter), **side))
+
+    before = (read("Before", read_time, "documents")
+              | "PlaceBefore" >> beam.ParDo(_Place(spec, after=False)).with_outputs(*_PLACED))
+    proposed = (pipeline | "Proposed" >> beam.Create(saved.ops)
+                | "ByAnchor" >> beam.Map(lambda op: (op.group or op.path, op)))
+    routed = ({"ops": proposed, "anchor": before.anchors} | "AtAnchor" >> beam.CoGroupByKey()
+              | "Route" >> beam.ParDo(_Route(spec, header)).with_outputs("proposed", "skipped", "problems"))
+    admitted = ({"members": before.members, "responses": before.responses, "taken": before.taken,
+                 "proposed": routed.proposed}
+                | "BySeries" >> beam.CoGroupByKey()
+                | "Admit" >> beam.ParDo(_Admit(spec, header)).with_outputs("groups", "skipped", "problems"))
+    twice = (proposed | "PathOfOp" >> beam.Map(lambda anchored: (anchored[1].path, 1))
+             | "OpsPerPath" >> beam.CombinePerKey(sum) | "WrittenTwice" >> beam.FlatMap(_written_twice))
+    problems = ((routed.problems, admitted.problems, twice) | "Problems" >> beam.Flatten()
+                | "Distinct" >> beam.Distinct())
+    count = problems | "CountProblems" >> beam.combiners.Count.Globally()
+    shown = problems | "ShownProblems" >> beam.combiners.Top.Smallest(3)
+    gate = (pipeline | "Go" >> beam.Create([None])
+            | "Gate" >> beam.ParDo(_Gate(), count=beam.pvalue.AsSingleton(count),
+                                   shown=beam.pvalue.AsSingleton(shown)))
+    written = (admitted.groups | "SpreadGroups" >> beam.Reshuffle()
+               | "Batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=writing.batch_size)
+               | "Commit" >> beam.ParDo(_Commit(header, writing, len(saved.ops), read_time),
+                                        go=beam.pvalue.AsSingleton(gate)))
+    outcomes = (written, routed.skipped, admitted.skipped) | "Outcomes" >> beam.Flatten()
+    after_time = (outcomes | "Written" >> beam.combiners.Count.Globally()
+                  | "ReadTimeAfter" >> beam.ParDo(_ServerTime(source, collections[0], writing.timeout)))
+    after = (read("After", None, "after", read_time=beam.pvalue.AsSingleton(after_time))
+             | "PlaceAfter" >> beam.ParDo(_Place(spec, after=True)).with_outputs(*_PLACED))
+    verified = ({"before": before.verify, "after": after.verify, "taken": after.taken, "outcomes": outcomes}
+                | "ByVerifyKey" >> beam.CoGroupByKey()
+                | "Verify" >> beam.ParDo(_Verify(spec, header, read_time),
+                                         after_time=beam.pvalue.AsSingleton(after_time))
+                | "Merge" >> beam.CombineGlobally(_Merge()))
+    created = outcomes | "Created" >> beam.FlatMap(
+        lambda keyed_result: [(keyed_result[1].op.path, True)] if _created(keyed_result[1]) else [])
+    gone = ({"before": before.paths, "after": after.paths, "created": created}
+            | "ByPath" >> beam.CoGroupByKey() | "Gone" >> beam.ParDo(_Gone(spec)))
+    ((verified | "EncodeVerification" >> beam.Map(lambda v: b"v " + base64.b64encode(pickle.dumps(v))),
+      gone | "EncodeGone" >> beam.Map(lambda path: b"g " + path.encode("utf-8")))
+     | "Result" >> beam.Flatten()
+     | "WriteResult" >> beam.io.WriteToText(FileSystems.join(results, "result"), num_shards=1,
+                                            shard_name_template="", coder=beam.coders.BytesCoder()))
+    try:
+        counts = _run(pipeline)
+        verification = _verification(FileSystems.join(results, "result"), counts, header)
+    finally:
+        discard(results)
+    return Applied(verification=verification,
+                   read={name: counts.get(f"documents:{name}", 0) for name in collections})
+
+
+_PLACED = ("members", "responses", "taken", "anchors", "verify", "paths")
+
+
+def _collections(spec: Spec) -> tuple[str, ...]:
+    return tuple(name for name in (spec.series.collection, spec.link and spec.link.collection) if name)
+
+
+class _Place(beam.DoFn):
+    """Where one document goes: its series (members, responses, and the ID it takes), the anchor
+    index that places proposed ops, its verification key, and its path (for what went missing)."""
+
+    def __init__(self, spec: Spec, after: bool) -> None:
+        self.spec, self.after = spec, after
+
+    def process(self, element: tuple[str, Document]) -> Iterator[Any]:
+        collection, doc = element
+        outputs, stem, key = placed(self.spec, collection, doc)
+        for tag, value in outputs:
+            if tag == "taken":  # before: the document, which a create's precondition looks at
+                yield TaggedOutput("taken", value if self.after else (value[0], doc))
+            elif tag != "findings" and not self.after:
+                yield TaggedOutput(tag, value)
+        if not self.after:
+            yield TaggedOutput("anchors", (doc.path, (stem, doc.update_time)))
+        yield TaggedOutput("verify", (key, doc))
+        yield TaggedOutput("paths", (doc.path, collection))
+
+
+class _Route(beam.DoFn):
+    """The proposed ops of one anchor (a group's assignment, or a lone op's document) to the series
+    of the document there now; ops anchored where no series is are examined here, never written."""
+
+    def __init__(self, spec: Spec, header: Plan) -> None:
+        self.spec, self.header = spec, header
+
+    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[Any]:
+        anchor, joined = element
+        ops = list(joined["ops"])
+        if not ops:
+            return
+        found = list(joined["anchor"])
+        stem, update_time = found[0] if found else (None, None)
+        if not found and any(isinstance(op, CreateDocumentOp) and op.path == anchor for op in ops):
+            stem = stem_of_id(anchor.partition("/")[2])  # a new week: its ID names its series' stem
+        if stem is not None:
+            for op in ops:
+                yield TaggedOutput("proposed", (stem, op))
+            return
+        skipped, problems = examine_unplaced(self.spec, self.header, ops, anchor, bool(found), update_time)
+        for problem in problems:
+            yield TaggedOutput("problems", problem)
+        for result in skipped:
+            yield TaggedOutput("skipped", (f"@{anchor}", result))
+
+
+class _Admit(beam.DoFn):
+    """One stem's share of the plan through the guard, against that stem's fresh documents."""
+
+    def __init__(self, spec: Spec, header: Plan) -> None:
+        self.spec, self.header = spec, header
+
+    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[Any]:
+        stem, joined = element
+        proposed = tuple(joined["proposed"])
+        if not proposed:
+            return
+        members, responses, taken = list(joined["members"]), list(joined["responses"]), list(joined["taken"])
+        state = _state_of(self.header.source, self.header.read_time,
+                          [*(p.doc for p in members), *(p.doc for p in responses), *taken])
+        derived = [item for item in plan_stem(self.spec, members, responses, [doc.id for doc in taken])
+                   if not isinstance(item, Finding)]
+        admission, problems = examine(self.spec, replace(self.header, ops=proposed), state, derived)
+        for problem in problems:
+            yield TaggedOutput("problems", problem)
+        for result in admission.skipped:
+            yield TaggedOutput("skipped", (stem, result))
+        for group in admission.groups:
+            yield TaggedOutput("groups", (stem, group, {op.path: state.find(op.path) for op in group}))
+
+
+def _written_twice(counted: tuple[str, int]) -> list[str]:
+    path, count = counted
+    return [f"{path}: written by {count} ops; a run writes each document once"] if count > 1 else []
+
+
+class _Gate(beam.DoFn):
+    """Before the first commit: any reason to refuse, from any series, refuses the whole plan."""
+
+    def process(self, _: None, count: int, shown: list[str]) -> Iterator[bool]:
+        if count:
+            raise UnsafePlan(refusal(sorted(shown), more=count - len(shown)))
+        yield True
+
+
+class _Commit(beam.DoFn):
+    """Commits batches of admitted groups, as the local apply does (``FirestoreStore.apply``: whole
+    groups per commit, each write with its precondition, refusals explained), after a check of the
+    launcher's lease before each commit; each bundle's commits go to a journal of their own."""
+
+    def __init__(self, header: Plan, writing: Writing, total: int, read_time: datetime) -> None:
+        self.header, self.writing, self.journals, self.total = header, writing, writing.journals, total
+        self.read_time = read_time
+        self.store: FirestoreStore | None = None
+        self.lease: HeldElsewhere | None = None
+        self.journal: Journal | None = None
+
+    def setup(self) -> None:
+        w = self.writing
+        self.store = FirestoreStore(self.header.source, batch_size=w.batch_size, timeout=w.timeout,
+                                    max_writes_per_second=w.max_writes_per_second,
+                                    lock_collection=w.lock_collection)
+        self.lease = HeldElsewhere(self.store, w.lease_id, w.lease_ttl)
+
+    def start_bundle(self) -> None:
+        self.journal = None
+
+    def process(self, batch: list[tuple[str, tuple[Op, ...], dict[str, Document | None]]],
+                go: bool) -> Iterator[tuple[str, OpResult]]:
+        assert self.store is not None and self.lease is not None
+        if go is not True:  # the gate raises instead; never write without it
+            raise UnsafePlan("refusing to write: the plan's admission did not finish")
+        stems = {op.path: stem for stem, group, _ in batch for op in group}
+        current = _state_of(self.header.source, self.read_time,
+                            [doc for _, _, befores in batch for doc in befores.values() if doc is not None])
+        journal = self._journal()
+        journal.before = current
+        try:
+            results = self.store.apply([group for _, group, _ in batch], datetime.now(UTC), journal, current,
+                                       checkpoint=self.lease.check)
+        except BaseException as error:
+            self._close(error)
+            raise
+        for result in results:
+            yield stems[result.op.path], result
+
+    def finish_bundle(self) -> None:
+        self._close(None)
+
+    def _journal(self) -> Journal:
+        if self.journal is None:
+            remote = "://" in self.journals
+            local = tempfile.mkdtemp(prefix="reconcile-journal-") if remote else self.journals
+            self.journal = Journal(Path(local), _Run(self.header, self.total), State(
+                source=self.header.source, read_time=self.read_time, collections={}), datetime.now(UTC),
+                label=f"-{uuid.uuid4().hex[:12]}")
+        return self.journal
+
+    def _close(self, error: BaseException | None) -> None:
+        journal, self.journal = self.journal, None
+        if journal is None:
+            return
+        journal.close(datetime.now(UTC), error)
+        if "://" in self.journals:  # a worker's disk goes with it: the journal goes to the bucket
+            target = FileSystems.join(self.journals, journal.path.name)
+            with _filesystem(target, "write the journal to"), FileSystems.create(target) as handle:
+                handle.write(journal.path.read_bytes())
+
+
+class _Run:
+    """What a bundle's journal says of the run: the plan's header, and its number of ops."""
+
+    def __init__(self, header: Plan, total: int) -> None:
+        self.spec_name, self.spec_sha256 = header.spec_name, header.spec_sha256
+        self.source, self.read_time, self.selection = header.source, header.read_time, header.selection
+        self.ops = range(total)
+
+
+class _ServerTime(beam.DoFn):
+    """Firestore's now, once the writes are done: the read time of the verification."""
+
+    def __init__(self, source: str, collection: str, timeout: float) -> None:
+        self.source, self.collection, self.timeout = source, collection, timeout
+
+    def process(self, _: int) -> Iterator[datetime]:
+        yield FirestoreStore(self.source, timeout=self.timeout).server_time(self.collection)
+
+
+class _Verify(beam.DoFn):
+    """The local apply's validation for the documents of one verification key: before and after,
+    what was written there, and what the spec still derives for its series."""
+
+    def __init__(self, spec: Spec, header: Plan, read_time: datetime) -> None:
+        self.spec, self.header, self.read_time = spec, header, read_time
+
+    def process(self, element: tuple[str, dict[str, Any]], after_time: datetime) -> Iterator[Verification]:
+        _, joined = element
+        after_docs, outcomes = list(joined["after"]), list(joined["outcomes"])
+        members, responses = [], []
+        for doc in after_docs:
+            for tag, value in keyed(self.spec, doc.path.partition("/")[0], doc):
+                if tag in ("members", "responses"):
+                    (members if tag == "members" else responses).append(value[1])
+        pending = tuple(item for item in plan_stem(self.spec, members, responses, list(joined["taken"]))
+                        if not isinstance(item, Finding))
+        source = self.header.source
+        verification = verify(self.spec, _state_of(source, self.read_time, joined["before"]),
+                              _state_of(source, after_time, after_docs), outcomes,
+                              replace(self.header, read_time=after_time, ops=pending))
+        if outcomes or pending or verification.changed_by_others:
+            yield verification
+
+
+class _Merge(beam.CombineFn):
+    """The verifications of every key as one (counts added, lists joined)."""
+
+    def create_accumulator(self) -> Verification | None:
+        return None
+
+    def add_input(self, merged: Verification | None, one: Verification) -> Verification:
+        return one if merged is None else _merged(merged, one)
+
+    def merge_accumulators(self, accumulators: Any) -> Verification | None:
+        merged = None
+        for one in accumulators:
+            if one is not None:
+                merged = self.add_input(merged, one)
+        return merged
+
+    def extract_output(self, merged: Verification | None) -> Verification | None:
+        return merged
+
+
+def _merged(a: Verification, b: Verification) -> Verification:
+    return replace(a, key_values_lost=a.key_values_lost + b.key_values_lost,
+                   other_values_lost=a.other_values_lost + b.other_values_lost,
+                   links_made=a.links_made + b.links_made, links_broken=a.links_broken + b.links_broken,
+                   created=a.created + b.created, updated=a.updated + b.updated,
+                   skipped=a.skipped + b.skipped,
+                   changed_by_others=a.changed_by_others + b.changed_by_others,
+                   pending=replace(a.pending, ops=a.pending.ops + b.pending.ops,
+                                   read_time=max(a.pending.read_time, b.pending.read_time)))
+
+
+def _created(result: OpResult) -> bool:
+    return result.applied and isinstance(result.op, CreateDocumentOp)
+
+
+class _Gone(beam.DoFn):
+    """Per path: a document read before, or created by this run, and missing after, is gone; the
+    responses read before, and how many are still there, are counted."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.responses = spec.link.collection if spec.link else None
+
+    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[str]:
+        path, joined = element
+        before, after, created = list(joined["before"]), list(joined["after"]), list(joined["created"])
+        if before and before[0] == self.responses:
+            Metrics.counter(_COUNTERS, "responses_before").inc()
+            if after:
+                Metrics.counter(_COUNTERS, "responses_kept").inc()
+        if (before or created) and not after:
+            yield path
+
+
+def _verification(path: str, counts: dict[str, int], header: Plan) -> Verification:
+    """The pipeline's merged verification, made whole with what was counted per path."""
+    merged, gone = None, []
+    with _filesystem(path, "read the apply's result from"), FileSystems.open(path) as handle:
+        for line in handle.read().splitlines():
+            if line.startswith(b"v "):
+                merged = pickle.loads(base64.b64decode(line[2:]))  # written by this run's own pipeline
+            elif line.startswith(b"g "):
+                gone.append(line[2:].decode("utf-8"))
+    if merged is None:
+        merged = Verification(responses_before=0, responses_kept=0, key_values_lost=(), other_values_lost=(),
+                              links_made=0, links_broken=(), created=0, updated=0, skipped=(),
+                              changed_by_others=(), gone=frozenset(), pending=header)
+    pending = merged.pending
+    return replace(merged, responses_before=counts.get("responses_before", 0),
+                   responses_kept=counts.get("responses_kept", 0), gone=frozenset(gone),
+                   links_broken=tuple(sorted(merged.links_broken)),
+                   skipped=tuple(sorted(merged.skipped, key=lambda result: result.op.path)),
+                   changed_by_others=tuple(sorted(set(merged.changed_by_others))),
+                   pending=replace(pending, ops=tuple(sorted(pending.ops, key=lambda op: op.path)),
+                                   findings=()))
+
+
+def _state_of(source: str, read_time: datetime | None, docs: Iterable[Document]) -> State:
+    collections: dict[str, dict[str, Document]] = {}
+    for doc in docs:
+        collections.setdefault(doc.path.partition("/")[0], {})[doc.id] = doc
+    return State(source=source, read_time=read_time, collections=collections)
+
+
+def journal_directory(journal_dir: str, saved: Plan, options: Sequence[str]) -> str:
+    """This run's own directory of journals under ``journal_dir``: local for the DirectRunner, on a
+    shared filesystem (gs://…) for workers elsewhere, whose disks go when the job ends."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    name = f"{stamp}-{''.join(c if c.isalnum() or c in '._-' else '_' for c in saved.spec_name)[:60]}-beam"
+    if "://" in journal_dir:
+        return FileSystems.join(journal_dir.rstrip("/"), name)
+    if not _local_runner(options):
+        raise SourceError(f"--journal-dir {journal_dir}: the workers of a remote runner cannot write this "
+                          "machine's disk; give --journal-dir gs://BUCKET/PREFIX")
+    directory = Path(journal_dir) / name
+    try:
+        make_private_directory(directory)
+    except OSError as error:
+        raise SourceError(f"{directory}: cannot write the apply's journals ({error.strerror}); pass "
+                          "--journal-dir with a writable directory") from error
+    return str(directory)
+
+
+def journaled(directory: str) -> tuple[int, int] | None:
+    """How many commits the journals in ``directory`` record as sent, and how many writes as
+    applied (None when they are not on this machine's disk, so not counted here)."""
+    if "://" in directory:
+        return None
+    sent = applied = 0
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the crash: its commit's outcome is unknown
+            sent += event.get("event") == "commit"
+            if event.get("event") == "result":
+                applied += sum(1 for result in event.get("results", ()) if result.get("applied"))
+    return sent, applied

@@ -8,6 +8,7 @@ traceback only with ``--debug``). Nothing here computes a plan or touches a stor
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import sys
 import time
@@ -110,8 +111,8 @@ def _runner(ctx: click.Context, param: click.Parameter, value: object) -> object
 
 
 def runner_options(command):
-    """--runner, --pipeline-option and --read-partitions, for plan and check (a sharded plan is
-    applied by the ordinary apply); their values reach the run through the context (``_Run``)."""
+    """--runner, --pipeline-option and --read-partitions, for plan, apply and check; their values
+    reach the run through the context (``_Run``)."""
     command = click.option(
         "--read-partitions", type=click.IntRange(1, 100_000), metavar="N", expose_value=False,
         callback=_runner, help="With --runner beam: split each collection's read into N partitions read "
@@ -125,9 +126,9 @@ def runner_options(command):
     return click.option(
         "--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
         expose_value=False, callback=_runner,
-        help="local: plan in this process. beam: plan on Apache Beam (the beam extra: pip install "
-             "'checkin-reconciler[beam]'), the same kernel over many workers, for data past one "
-             "machine; the plan is the same.")(command)
+        help="local: run in this process. beam: run on Apache Beam (the beam extra: pip install "
+             "'checkin-reconciler[beam]'), the same kernel and guard over many workers, for data past "
+             "one machine; the plan is the same. See docs/scale.md.")(command)
 
 
 class _Exit(Exception):
@@ -455,9 +456,10 @@ def _write_bytes(content: Iterable[bytes]) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
               help="Format of the plan shown and of the validation report; json prints the "
                    "validation report only, as one JSON document.")
-@click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=DEFAULT_DIRECTORY, show_default=True,
-              help="Where the apply journal (JSON lines: ops, before-values, outcomes) is written.")
+@click.option("--journal-dir", metavar="DIR", default=str(DEFAULT_DIRECTORY), show_default=True,
+              help="Where the apply journal (JSON lines: ops, before-values, outcomes) is written. With "
+                   "--runner beam, the run's journals (one per bundle of commits) go to a new directory "
+                   "inside it, which must be gs://BUCKET/PREFIX when the workers run elsewhere.")
 @click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
               help="Cap the write rate. Default: the 500/50/5 ramp on Firestore (start at 500/s, "
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
@@ -472,8 +474,9 @@ def _write_bytes(content: Iterable[bytes]) -> None:
 @quiet_option
 @timeout_option
 @lock_collection_option
+@runner_options
 def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto_approve: bool,
-          fmt: str, journal_dir: Path, max_writes_per_second: float | None, batch_size: int,
+          fmt: str, journal_dir: str, max_writes_per_second: float | None, batch_size: int,
           parallel: int, verbose: bool, select: str | None, lock_timeout: float, lease_ttl: float,
           allow_empty: bool, quiet: bool, timeout: float) -> None:
     """Apply a saved PLAN, or plan from --spec/--source and apply after confirmation.
@@ -507,9 +510,13 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
       # the lease kept in another collection (every run on the database must name the same)
       reconcile apply plan.json --lock-collection ops_locks
     """
-    run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
-               batch_size=batch_size, parallel=parallel, timeout=timeout, allow_empty=allow_empty,
-               lock_timeout=lock_timeout, lease_ttl=lease_ttl)
+    beam = click.get_current_context().meta.get("reconcile.runner") == "beam"
+    if "://" in journal_dir and not beam:
+        raise click.UsageError(f"--journal-dir {journal_dir}: a journal on a remote filesystem is for "
+                               "--runner beam; this apply writes its journal to a local directory")
+    run = _Run(quiet, journal_dir=journal_dir if beam else Path(journal_dir),
+               max_writes_per_second=max_writes_per_second, batch_size=batch_size, parallel=parallel,
+               timeout=timeout, allow_empty=allow_empty, lock_timeout=lock_timeout, lease_ttl=lease_ttl)
     if plan_file:
         if source:
             raise click.UsageError("a saved PLAN names its source; give either PLAN (with --spec to pin "
@@ -538,7 +545,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
             return asked
 
         applied = commands.plan_and_apply(spec_path, source, review, run.options, select=select)
-    run.finish(f"applied {sum(r.applied for r in applied.results)} of {len(applied.results)} writes")
+    verification = applied.verification
+    written = verification.created + verification.updated
+    run.finish(f"applied {written} of {written + len(verification.skipped)} writes")
     if applied.journal and fmt != "json":
         click.echo(f"Journal: {printable(str(applied.journal))}")
     _echo(render_verification(applied.verification, "json" if fmt == "json" else "text", verbose),
@@ -971,6 +980,8 @@ def main(argv: list[str] | None = None) -> None:
     # the cyclic collector would traverse them again and again (a third of a million-document
     # plan). Reference counting still frees everything; the process ends with the run.
     gc.disable()
+    if not debug:  # a pipeline's worker logs its error with a traceback; the run says it in one sentence
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     # A stop request ends the run the way Ctrl-C does, so an apply closes its journal truthfully.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -78,7 +78,7 @@ class Options:
     max_writes_per_second: float | None = None
     batch_size: int = MAX_BATCH
     parallel: int = DEFAULT_PARALLEL  # Firestore commits in flight at once
-    journal_dir: Path = DEFAULT_DIRECTORY
+    journal_dir: Path | str = DEFAULT_DIRECTORY  # a str only for --runner beam (gs://…)
     timeout: float = DEFAULT_TIMEOUT
     allow_empty: bool = False  # a live database holding none of the spec's collections is expected
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -406,11 +406,15 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     options = options or Options()
     if saved.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
+    work = _apply
+    if options.runner == "beam":
+        _refuse_on_beam(saved)
+        work = _apply_on_beam
     store = open_store(plan_target(saved), options)
     if lease is not None:
-        return _apply(saved, spec, before, options, store, lease)
+        return work(saved, spec, before, options, store, lease)
     with _hold(store, options, plan_digest(saved)) as held:
-        return _apply(saved, spec, before, options, store, held)
+        return work(saved, spec, before, options, store, held)
 
 
 def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool],
@@ -423,13 +427,18 @@ def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool
     spec = load_spec(spec_path)  # a bad spec takes no lease
     selection = _selection(spec, select)  # nor a bad --select
     store = open_store(source, options)
+    if options.runner == "beam":
+        _refuse_selection_on_beam(select)
     with _hold(store, options, None) as lease:
         # Planned and applied in one run: checked against the data by each write's precondition
         # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
-        planned = _plan(spec, source, options, whole=True, selection=selection)
+        if options.runner == "beam":  # the pipeline examines every series against a fresh read anyway
+            planned = plan_on_beam(spec_path, source, options)
+        else:
+            planned = _plan(spec, source, options, whole=True, selection=selection)
         if lease.lease_id is not None:
             lease.describe(plan_digest(planned.plan))
-        fresh = review(planned)
+        fresh = review(planned) or options.runner == "beam"
         return apply(planned.plan, spec, before=None if fresh else planned.state, options=options,
                      lease=lease)
 
@@ -470,6 +479,45 @@ def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, stor
             "`reconcile check` to see whether the data has converged") from error
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
+
+
+def _refuse_on_beam(saved: Plan) -> None:
+    """An apply on Beam writes every series of a Firestore database; the rest is applied here."""
+    if not saved.source.startswith(FIRESTORE_SCHEME):
+        raise SourceError(f"{plan_target(saved)}: --runner beam applies to a Firestore database; a "
+                          "snapshot file is applied on this machine: drop --runner beam")
+    _refuse_selection_on_beam(",".join(f"{k}={v}" for k, v in saved.selection.pairs) if saved.selection
+                              else None)
+
+
+def _apply_on_beam(saved: Plan, spec: Spec, before: State | None, options: Options, store: Store,
+                   lease: AnyLease) -> Applied:
+    """The apply as a pipeline (``beam.apply``) under this run's lease, which the workers check
+    before each of their commits. ``before`` is not used: every series is examined against a fresh
+    read, as a saved plan is."""
+    beam = _beam()
+    assert lease.lease_id is not None
+    journals = beam.journal_directory(str(options.journal_dir), saved, options.pipeline)
+    writing = beam.Writing(lease_id=lease.lease_id, lease_ttl=options.lease_ttl,
+                           journals=journals, batch_size=options.batch_size,
+                           max_writes_per_second=options.max_writes_per_second, timeout=options.timeout,
+                           lock_collection=options.lock_collection)
+    try:
+        done = beam.apply(spec, saved, writing, options.pipeline,
+                          partitions=options.read_partitions or beam.DEFAULT_PARTITIONS)
+    except (KeyboardInterrupt, ReconcileError) as error:
+        if isinstance(error, UnsafePlan):
+            raise  # the gate: refused before the first commit
+        journaled = beam.journaled(journals)
+        if journaled is not None and not journaled[0]:
+            raise  # no commit was journaled, so none was sent
+        counted = (f"{journaled[1]} writes were applied" if journaled is not None
+                   else "some writes may have been applied")
+        raise ApplyInterrupted(f"{_cause(error, saved.source)}. {counted} (journals: {journals}). "
+                               + _RERUN_APPLY) from error
+    verification = done.verification
+    return Applied(plan=saved, results=verification.skipped, verification=verification,
+                   journal=Path(journals) if "://" not in journals else journals)
 
 
 def _refuse_changed_file(saved: Plan, before: State) -> None:

@@ -22,7 +22,7 @@ The stores' preconditions stay the second line of defence. Must not read files, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,17 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     """What of ``plan`` may be written to ``state`` (a fresh read). ``derived``: the spec's ops for
     ``state`` when the caller has them already (a plan made in this run); else computed here.
     Raises UnsafePlan when the plan holds an op the spec could never produce."""
+    admission, problems = examine(spec, plan, state, derived)
+    if problems:
+        raise UnsafePlan(refusal(problems))
+    return admission
+
+
+def examine(spec: Spec, plan: Plan, state: State,
+            derived: Sequence[Op] | None = None) -> tuple[Admission, list[str]]:
+    """``admit`` without the raise: the admission, and every reason to refuse the whole plan (when
+    there is any, the admission must not be written). A pipeline examines each series' share of a
+    plan against that series' documents, and refuses the whole plan when any share has a reason."""
     # A group the spec derives now, exactly as proposed, is derivable; only the others are examined.
     findings = None
     if derived is None:
@@ -79,29 +90,62 @@ def admit(spec: Spec, plan: Plan, state: State, derived: Sequence[Op] | None = N
     problems = [problem for group in differing.values() for problem in never_derivable(spec, group)]
     problems = list(dict.fromkeys(problems + _written_twice(plan.ops) + _read_after(plan)))
     if problems:
-        raise UnsafePlan(_refusal(problems))
+        return Admission(groups=(), skipped=()), problems
     skipped: list[OpResult] = []
     series = _SeriesIndex(spec, state, findings)
     for key, proposed in differing.items():
         reason = _stale(proposed, state, plan.read_time, series)
         if not reason:
             current = now.get(key)
-            problems.append(f"{key.removeprefix('op:')}: the plan proposes {_describe(proposed)}, but the "
-                            f"spec derives {_describe(current) if current else 'no write'} there from "
-                            "data that has not changed since the plan was made")
+            problems.append(unchanged_difference(key.removeprefix("op:"), proposed, current))
             continue
         skipped.extend(OpResult(op=op, applied=False, reason=reason) for op in proposed)
     if problems:
-        raise UnsafePlan(_refusal(problems))
+        return Admission(groups=(), skipped=()), problems
     admitted = tuple(now[key] for key in proposed_groups if key not in differing)
-    return Admission(groups=admitted, skipped=tuple(skipped))
+    return Admission(groups=admitted, skipped=tuple(skipped)), []
 
 
-def _refusal(problems: list[str]) -> str:
+def unchanged_difference(where: str, proposed: tuple[Op, ...], current: tuple[Op, ...] | None) -> str:
+    """The reason to refuse a plan whose proposal differs from what the spec derives from data that
+    did not change since the plan: only the file can have made the difference."""
+    return (f"{where}: the plan proposes {_describe(proposed)}, but the spec derives "
+            f"{_describe(current) if current else 'no write'} there from data that has not changed "
+            "since the plan was made")
+
+
+def examine_unplaced(spec: Spec, plan: Plan, ops: Sequence[Op], anchor: str, exists: bool,
+                     update_time: datetime | None) -> tuple[list[OpResult], list[str]]:
+    """The proposed ops whose group is anchored at ``anchor``, a document that is no member or
+    response of any series in a fresh read (``exists``: whether it is there, last written at
+    ``update_time``), so the spec derives nothing there now: each is skipped with the reason
+    ``examine`` would give, or the whole plan refused when the file alone can have made them."""
+    problems = [problem for group in _groups(ops).values() for problem in never_derivable(spec, group)]
+    after = _read_after(replace(plan, ops=tuple(ops)))
+    problems = list(dict.fromkeys(problems + _written_twice(ops) + after))
+    if problems:
+        return [], problems
+    at_anchor = [op for op in ops if op.path == anchor]
+    if not exists:
+        reason = "the document no longer exists"
+    elif any(isinstance(op, CreateDocumentOp) for op in at_anchor):
+        reason = "the document already exists"
+    elif any(op.update_time != update_time for op in at_anchor if isinstance(op, FillFieldsOp)):
+        reason = "the document changed since the plan was made"
+    elif plan.read_time is not None:
+        reason = "its series is no longer in the data"
+    else:
+        return [], [unchanged_difference(anchor, tuple(ops), None)]
+    return [OpResult(op=op, applied=False, reason=reason) for op in ops], []
+
+
+def refusal(problems: Sequence[str], more: int = 0) -> str:
+    """The one sentence that refuses a whole plan; ``more``: reasons found beyond ``problems``."""
     shown = "; ".join(problems[:MAX_REASONS_SHOWN])
-    more = f" (and {len(problems) - MAX_REASONS_SHOWN} more)" if len(problems) > MAX_REASONS_SHOWN else ""
+    hidden = len(problems) - len(problems[:MAX_REASONS_SHOWN]) + more
+    beyond = f" (and {hidden} more)" if hidden else ""
     return (f"refusing the whole plan, nothing was written: it holds writes its spec could never make: "
-            f"{shown}{more}. The plan file was edited or made by another tool; make a new one with "
+            f"{shown}{beyond}. The plan file was edited or made by another tool; make a new one with "
             "`reconcile plan --out`")
 
 

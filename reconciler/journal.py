@@ -68,8 +68,9 @@ class Run(Protocol):
 class Journal:
     def __init__(self, directory: Path, plan: Run, before: State, now: datetime,
                  operation: str = "apply", undoes: dict[str, Any] | None = None,
-                 encode_op: Callable[[Any], dict[str, Any]] = op_to_data) -> None:
-        """``undoes``: for a rollback, the journal it undoes; ``encode_op``: how its ops are written."""
+                 encode_op: Callable[[Any], dict[str, Any]] = op_to_data, label: str = "") -> None:
+        """``undoes``: for a rollback, the journal it undoes; ``encode_op``: how its ops are written;
+        ``label``: ends the file's name (one journal of the many a pipeline's workers write)."""
         self.before = before
         self.encode_op = encode_op
         self.batches = 0
@@ -82,7 +83,7 @@ class Journal:
             stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.spec_name)[:60] or "spec"
             kind = "" if operation == "apply" else f"-{operation}"
-            self.path = directory / f"{stamp}-{name}{kind}.jsonl"
+            self.path = directory / f"{stamp}-{name}{kind}{label}.jsonl"
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                          PRIVATE_FILE)
             self._file = os.fdopen(fd, "a", encoding="utf-8")

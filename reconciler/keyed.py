@@ -73,3 +73,15 @@ def plan_stem(spec: Spec, members: Sequence[Placed], responses: Sequence[Placed]
         yield from outcome.findings
 
 
+
+
+def placed(spec: Spec, collection: str, doc: Document) -> tuple[list[tuple[str, Any]], str | None, str]:
+    """What an apply on many workers needs of one document: ``keyed``'s outputs; the stem of the
+    series the document belongs to (None when it is no member or response of one: an op anchored
+    there cannot be placed); and the one key its verification is done under (that stem, else the
+    stem its ID has the form of, else its own path after "@"), so that each document is verified
+    once, together with the documents of its series."""
+    outputs = list(keyed(spec, collection, doc))
+    stem = next((value[0] for tag, value in outputs if tag in ("members", "responses")), None)
+    taken = next((value[0] for tag, value in outputs if tag == "taken"), None)
+    return outputs, stem, stem or taken or f"@{doc.path}"

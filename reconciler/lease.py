@@ -376,6 +376,35 @@ class Lease:
                             f"`reconcile force-unlock {self.lease_id} --source {self.source}`")
 
 
+class HeldElsewhere:
+    """A check of a lease held by another process: a pipeline's workers commit under the lease
+    their launcher holds and renews. Before each commit, ``check`` reads the lease document and
+    raises LeaseLost unless it is still that lease, held, with at least the margin a local run
+    keeps (``1 - USABLE_SHARE`` of its ttl) before it expires: a launcher that died or stopped
+    renewing stops its workers' writes before another run can take the lease over."""
+
+    def __init__(self, store: FirestoreStore, lease_id: str, ttl: float) -> None:
+        self.store, self.lease_id, self.ttl = store, lease_id, float(ttl)
+        self.where = f"{store.source} ({store.lock_collection}/{LEASE_DOCUMENT})"
+
+    def check(self) -> None:
+        doc, now = self.store.read_lease(LEASE_DOCUMENT)
+        holder = read_holder(doc, self.where) if doc is not None else None
+        if holder is None:
+            reason = f"its document {self.store.lock_collection}/{LEASE_DOCUMENT} was removed"
+        elif holder.lease_id != self.lease_id:
+            reason = f"another run holds the database now ({holder.describe(now)})"
+        elif holder.state == RELEASED:
+            reason = f"it was released at {_when(holder.released_at)} by {holder.released_by}"
+        elif holder.expires_at - now < timedelta(seconds=self.ttl * (1 - USABLE_SHARE)):
+            reason = (f"its launcher stopped renewing it, so it expires {_when(holder.expires_at)} and "
+                      "another run may take it over")
+        else:
+            return
+        raise LeaseLost(f"{self.store.source}: the run's lease {self.lease_id} is no longer safe to write "
+                        f"under: {reason}; this worker stopped before its next commit")
+
+
 class FileLease:
     """This run's lock on a snapshot file: ``FILE.lock`` next to it, an OS lock (see the module)."""
 

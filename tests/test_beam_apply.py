@@ -1,0 +1,188 @@
+"""apply --runner beam: a plan applied by a pipeline (Beam's DirectRunner, on this machine) against
+the emulator. It must write what the local apply writes, under the same guard, preconditions and
+lease, and report what the local apply reports: both are run on the same data, changed the same
+way by "another writer" between the plan and the apply, and their reports compared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from builders import CHECKINS, DEMO, A, reconcile
+
+from bench.generate import Shape, generate
+from reconciler import commands
+from reconciler.errors import LeaseLost
+from reconciler.lease import HeldElsewhere, hold_lease
+from reconciler.model import CreateDocumentOp, FillFieldsOp, Plan
+from reconciler.render import verification_data
+from reconciler.snapshot import SnapshotStore
+from reconciler.spec import load_spec
+
+pytest.importorskip("apache_beam")
+
+
+def beam_options(tmp_path: Path, **more) -> commands.Options:
+    return commands.Options(runner="beam", read_partitions=3, journal_dir=str(tmp_path / "journals"), **more)
+
+
+def report(applied: commands.Applied) -> dict:
+    data = verification_data(applied.verification)
+    data["skipped"].sort(key=lambda skipped: skipped["path"])
+    return data
+
+
+def another_writer(live, plan: Plan) -> list[str]:
+    """Between the plan and its apply, the app writes where the plan writes: it creates a week the
+    plan creates, writes another field of a document the plan fills, deletes a response the plan
+    links, moves an assignment the plan fills to another client, and deletes one. Returns the paths."""
+    client = live.client
+    creates = [op for op in plan.ops if isinstance(op, CreateDocumentOp)]
+    fills = [op for op in plan.ops if isinstance(op, FillFieldsOp) and op.path.startswith(f"{A}/")]
+    responses = [op for op in plan.ops if isinstance(op, FillFieldsOp) and not op.path.startswith(f"{A}/")]
+    assert creates and len(fills) >= 3 and responses, "the data must give every kind of change"
+    touched = [creates[0].path, fills[0].path, responses[0].path, fills[1].path, fills[2].path]
+    client.document(creates[0].path).set({"note": "made by the app"})
+    client.document(fills[0].path).update({"appNote": "the app wrote here"})
+    client.document(responses[0].path).delete()
+    client.document(fills[1].path).update({"clientId": "moved-by-the-app"})
+    client.document(fills[2].path).delete()
+    return touched
+
+
+def apply_both_ways(live, emulator, data, tmp_path: Path, change) -> tuple[dict, dict]:
+    reports = []
+    for runner in ("local", "beam"):
+        emulator.reset(live.project)
+        live.load(data)
+        spec = load_spec(CHECKINS)
+        saved = commands.plan(str(CHECKINS), live.source).plan
+        change(live, saved)
+        options = (beam_options(tmp_path / runner) if runner == "beam"
+                   else commands.Options(journal_dir=tmp_path / runner))
+        reports.append(report(commands.apply(saved, spec, options=options)))
+    return reports[0], reports[1]
+
+
+@pytest.mark.parametrize("dataset", ["demo", "messy"])
+def test_the_beam_apply_reports_what_the_local_apply_reports_with_another_writer_between(
+        live, emulator, tmp_path, dataset):
+    data = (SnapshotStore(DEMO).read() if dataset == "demo" else
+            generate(Shape(clients=25, present=0.6, responses_per_series=5, seed=7, base_missing=0.1,
+                           week_duplicate=0.1, due_mismatch=0.1, response_duplicate=0.1,
+                           response_conflict=0.1)))
+    touched: list[list[str]] = []
+    local, beam = apply_both_ways(live, emulator, data, tmp_path,
+                                  lambda live, plan: touched.append(another_writer(live, plan)))
+    assert touched[0] == touched[1]
+    assert beam == local
+    reasons = {skipped["reason"] for skipped in beam["skipped"]}
+    assert {"the document already exists", "the document changed since the plan was made",
+            "the document no longer exists"} <= reasons, reasons
+    assert beam["created"] > 0 and beam["links"]["made"] > 0 and beam["scores_and_dates_preserved"]
+
+
+def test_the_beam_apply_of_an_unchanged_database_converges_and_passes_the_local_check(live, tmp_path):
+    live.load(SnapshotStore(DEMO).read())
+    out = tmp_path / "plan"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    done = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--read-partitions", "3",
+                     "--journal-dir", tmp_path / "journals")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "converged, nothing lost" in done.stdout
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
+    [run] = (tmp_path / "journals").iterdir()
+    journals = sorted(run.glob("*.jsonl"))
+    assert journals and f"Journal: {run}" in done.stdout
+    written = sum(len(json.loads(line)["ops"]) for path in journals for line in path.read_text().splitlines()
+                  if json.loads(line)["event"] == "commit")
+    assert str(written) in done.stderr  # "applied N of N writes"
+    again = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--journal-dir", tmp_path / "j2")
+    assert again.returncode == 2 and "the document already exists" in again.stdout  # applied: all stale
+
+
+def test_plan_and_apply_in_one_run_with_runner_beam(live, tmp_path):
+    live.load(SnapshotStore(DEMO).read())
+    done = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve", "--runner", "beam",
+                     "--journal-dir", tmp_path / "journals")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
+
+
+def test_a_consistently_rehashed_tampered_plan_is_refused_whole_before_any_worker_commits(live, tmp_path):
+    live.load(SnapshotStore(DEMO).read())
+    before = live.dump()
+    out = tmp_path / "plan"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--runner", "beam", "--out", out,
+                     "--read-partitions", "2").returncode == 0
+    [ops] = out.glob("ops-*.jsonl")
+    lines = ops.read_bytes().splitlines()
+    fills = [n for n, line in enumerate(lines) if json.loads(line)["op"] == "fill_fields"]
+    tampered = json.loads(lines[fills[-1]])
+    tampered["fills"][0]["value"] = "overwritten by a hand-edited plan"
+    lines[fills[-1]] = json.dumps(tampered, sort_keys=True, separators=(",", ":")).encode()
+    ops.write_bytes(b"\n".join(lines) + b"\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        if shard["name"] == ops.name:
+            shard["sha256"] = hashlib.sha256(ops.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    done = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--journal-dir", tmp_path / "j")
+    assert done.returncode == 1 and "refusing the whole plan" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert live.dump() == before
+    assert not list((tmp_path / "j").rglob("*.jsonl"))  # no bundle began: no journal
+
+
+def test_workers_write_nothing_under_a_lease_their_launcher_does_not_hold(live, tmp_path):
+    """The launcher holds the lease; each worker checks it before each commit. Here another run
+    holds it: the first commit is never sent."""
+    from reconciler import beam
+
+    live.load(SnapshotStore(DEMO).read())
+    before = live.dump()
+    spec = load_spec(CHECKINS)
+    saved = commands.plan(str(CHECKINS), live.source).plan
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    writing = beam.Writing(lease_id="0123456789abcdef", lease_ttl=60, journals=str(journals), batch_size=500,
+                           max_writes_per_second=None, timeout=10, lock_collection="_reconcile_locks")
+    with hold_lease(live.store, operation="apply"):  # another run's
+        with pytest.raises(LeaseLost, match="another run holds the database"):
+            beam.apply(spec, saved, writing, (), partitions=2)
+    assert live.dump() == before
+    assert beam.journaled(str(journals))[0] == 0
+
+
+def test_a_lease_its_launcher_stopped_renewing_stops_the_workers_before_it_expires(live):
+    import time
+
+    with hold_lease(live.store, operation="apply", ttl=3) as lease:
+        lease._stop.set()  # the launcher hangs: no more renewals
+        held = HeldElsewhere(live.store, lease.lease_id, 3)
+        held.check()  # fresh: workers may write
+        time.sleep(3 * 0.8 + 0.3)  # past the share of its ttl a local run commits within
+        with pytest.raises(LeaseLost, match="stopped renewing"):
+            held.check()
+
+
+def test_runner_beam_refuses_a_snapshot_file_and_a_local_journal_for_remote_workers(tmp_path):
+    plan = tmp_path / "plan.json"
+    copy = tmp_path / "data.json"
+    copy.write_bytes(DEMO.read_bytes())
+    assert reconcile("plan", "--spec", CHECKINS, "--source", copy, "--out", plan).returncode == 0
+    done = reconcile("apply", plan, "--auto-approve", "--runner", "beam")
+    assert done.returncode == 1 and "applies to a Firestore database" in done.stderr
+    assert "Traceback" not in done.stderr
+    saved, spec = commands.load_plan(str(plan))
+    import dataclasses
+
+    on_firestore = dataclasses.replace(saved, source="firestore://nobody", source_file=None)
+    with pytest.raises(commands.SourceError, match="gs://BUCKET/PREFIX"):
+        from reconciler import beam
+
+        beam.journal_directory(str(tmp_path), on_firestore, ("runner=DataflowRunner",))
+    local = reconcile("apply", plan, "--auto-approve", "--journal-dir", "gs://bucket/journals")
+    assert local.returncode != 0 and "for --runner beam" in local.stderr
