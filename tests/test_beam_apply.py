@@ -5,16 +5,22 @@ way by "another writer" between the plan and the apply, and their reports compar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, A, reconcile
+from builders import CHECKINS, DEMO, ROOT, A, reconcile
+from faultproxy import FaultProxy
 
 from bench.generate import Shape, generate
 from reconciler import commands
-from reconciler.errors import LeaseLost
+from reconciler.errors import LeaseLost, SourceError
 from reconciler.lease import HeldElsewhere, hold_lease
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Plan
 from reconciler.render import verification_data
@@ -22,6 +28,7 @@ from reconciler.snapshot import SnapshotStore
 from reconciler.spec import load_spec
 
 pytest.importorskip("apache_beam")
+from reconciler import beam  # noqa: E402  (the beam extra)
 
 
 def beam_options(tmp_path: Path, **more) -> commands.Options:
@@ -87,7 +94,8 @@ def test_the_beam_apply_reports_what_the_local_apply_reports_with_another_writer
 def test_the_beam_apply_of_an_unchanged_database_converges_and_passes_the_local_check(live, tmp_path):
     live.load(SnapshotStore(DEMO).read())
     out = tmp_path / "plan"
-    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    planned = reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out)
+    assert planned.returncode == 0
     done = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--read-partitions", "3",
                      "--journal-dir", tmp_path / "journals")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -101,12 +109,17 @@ def test_the_beam_apply_of_an_unchanged_database_converges_and_passes_the_local_
     assert str(written) in done.stderr  # "applied N of N writes"
     again = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--journal-dir", tmp_path / "j2")
     assert again.returncode == 2 and "the document already exists" in again.stdout  # applied: all stale
+    for journal in journals:  # each bundle's journal is an ordinary apply journal: rollback reads it
+        undone = reconcile("rollback", journal, "--auto-approve", "--journal-dir", tmp_path / "undo")
+        assert undone.returncode == 0, undone.stdout + undone.stderr
+    planned_again = reconcile("plan", "--spec", CHECKINS, "--source", live.source)
+    assert planned_again.stdout.splitlines()[-1] == planned.stdout.splitlines()[-1]
 
 
 def test_plan_and_apply_in_one_run_with_runner_beam(live, tmp_path):
     live.load(SnapshotStore(DEMO).read())
-    done = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve", "--runner", "beam",
-                     "--journal-dir", tmp_path / "journals")
+    done = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve",
+                     "--runner", "beam", "--journal-dir", tmp_path / "journals")
     assert done.returncode == 0, done.stdout + done.stderr
     assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
 
@@ -139,8 +152,6 @@ def test_a_consistently_rehashed_tampered_plan_is_refused_whole_before_any_worke
 def test_workers_write_nothing_under_a_lease_their_launcher_does_not_hold(live, tmp_path):
     """The launcher holds the lease; each worker checks it before each commit. Here another run
     holds it: the first commit is never sent."""
-    from reconciler import beam
-
     live.load(SnapshotStore(DEMO).read())
     before = live.dump()
     spec = load_spec(CHECKINS)
@@ -149,16 +160,13 @@ def test_workers_write_nothing_under_a_lease_their_launcher_does_not_hold(live, 
     journals.mkdir()
     writing = beam.Writing(lease_id="0123456789abcdef", lease_ttl=60, journals=str(journals), batch_size=500,
                            max_writes_per_second=None, timeout=10, lock_collection="_reconcile_locks")
-    with hold_lease(live.store, operation="apply"):  # another run's
-        with pytest.raises(LeaseLost, match="another run holds the database"):
-            beam.apply(spec, saved, writing, (), partitions=2)
+    with hold_lease(live.store, operation="apply"), pytest.raises(LeaseLost, match="another run holds"):
+        beam.apply(spec, saved, writing, (), partitions=2)
     assert live.dump() == before
     assert beam.journaled(str(journals))[0] == 0
 
 
 def test_a_lease_its_launcher_stopped_renewing_stops_the_workers_before_it_expires(live):
-    import time
-
     with hold_lease(live.store, operation="apply", ttl=3) as lease:
         lease._stop.set()  # the launcher hangs: no more renewals
         held = HeldElsewhere(live.store, lease.lease_id, 3)
@@ -177,12 +185,45 @@ def test_runner_beam_refuses_a_snapshot_file_and_a_local_journal_for_remote_work
     assert done.returncode == 1 and "applies to a Firestore database" in done.stderr
     assert "Traceback" not in done.stderr
     saved, spec = commands.load_plan(str(plan))
-    import dataclasses
-
     on_firestore = dataclasses.replace(saved, source="firestore://nobody", source_file=None)
-    with pytest.raises(commands.SourceError, match="gs://BUCKET/PREFIX"):
-        from reconciler import beam
-
+    with pytest.raises(SourceError, match="gs://BUCKET/PREFIX"):
         beam.journal_directory(str(tmp_path), on_firestore, ("runner=DataflowRunner",))
     local = reconcile("apply", plan, "--auto-approve", "--journal-dir", "gs://bucket/journals")
     assert local.returncode != 0 and "for --runner beam" in local.stderr
+
+
+def test_losing_the_server_while_the_workers_commit_is_one_sentence_with_what_the_journals_hold(
+        live, emulator, tmp_path):
+    """The server goes away after the workers' first commits: the run ends with one sentence that
+    counts what the bundles' journals record as applied, and a re-run converges."""
+    live.load(SnapshotStore(DEMO).read())
+    journal_dir = tmp_path / "journal"
+    with FaultProxy(emulator.host) as proxy:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--spec", str(CHECKINS), "--source", live.source,
+             "--auto-approve", "--runner", "beam", "--read-partitions", "2", "--batch-size", "5",
+             "--max-writes-per-second", "100", "--quiet", "--timeout", "4", "--lease-ttl", "5",
+             "--journal-dir", str(journal_dir)],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "FIRESTORE_EMULATOR_HOST": proxy.host},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            text = "".join(path.read_text() for path in journal_dir.rglob("*.jsonl"))
+            if text.count('"event": "result"') >= 3:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "apply finished before the server could be lost"
+        proxy.blackhole()
+        _, stderr = process.communicate(timeout=180)
+        proxy.close()
+    assert process.returncode == 1, stderr
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    applied = sum(sum(result["applied"] for result in json.loads(line)["results"])
+                  for path in journal_dir.rglob("*.jsonl") for line in path.read_text().splitlines()
+                  if json.loads(line)["event"] == "result")
+    assert applied > 0 and f"{applied} writes were applied" in stderr and "Re-running apply is safe" in stderr
+    rerun = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve",
+                      "--runner", "beam", "--lock-timeout", "120", "--journal-dir", journal_dir)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
