@@ -509,6 +509,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         --lock-timeout 600 --lease-ttl 120
       # the lease kept in another collection (every run on the database must name the same)
       reconcile apply plan.json --lock-collection ops_locks
+      # as an Apache Beam pipeline on Dataflow (docs/scale.md); journals on the bucket
+      reconcile apply gs://B/plans/1 --runner beam --journal-dir gs://B/journal \
+        --pipeline-option runner=DataflowRunner --pipeline-option temp_location=gs://B/tmp
     """
     beam = click.get_current_context().meta.get("reconcile.runner") == "beam"
     if "://" in journal_dir and not beam:
