@@ -11,12 +11,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from builders import CHECKINS, DEMO, ROOT, A, reconcile
 from faultproxy import FaultProxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_beam import with_taken_ids
 
 from bench.generate import Shape, generate
 from reconciler import commands
@@ -59,16 +63,17 @@ def another_writer(live, plan: Plan) -> list[str]:
     return touched
 
 
-def apply_both_ways(live, emulator, data, tmp_path: Path, change) -> tuple[dict, dict]:
+def apply_both_ways(live, emulator, data, tmp_path: Path, change,
+                    allow_empty: bool = False) -> tuple[dict, dict]:
     reports = []
     for runner in ("local", "beam"):
         emulator.reset(live.project)
         live.load(data)
         spec = load_spec(CHECKINS)
-        saved = commands.plan(str(CHECKINS), live.source).plan
+        saved = commands.plan(str(CHECKINS), live.source, commands.Options(allow_empty=allow_empty)).plan
         change(live, saved)
-        options = (beam_options(tmp_path / runner) if runner == "beam"
-                   else commands.Options(journal_dir=tmp_path / runner))
+        options = (beam_options(tmp_path / runner, allow_empty=allow_empty) if runner == "beam"
+                   else commands.Options(journal_dir=tmp_path / runner, allow_empty=allow_empty))
         reports.append(report(commands.apply(saved, spec, options=options)))
     return reports[0], reports[1]
 
@@ -227,3 +232,47 @@ def test_losing_the_server_while_the_workers_commit_is_one_sentence_with_what_th
                       "--runner", "beam", "--lock-timeout", "120", "--journal-dir", journal_dir)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
+
+
+@st.composite
+def messy_databases(draw):
+    return generate(Shape(clients=draw(st.integers(2, 6)), weeks=draw(st.integers(3, 10)),
+                          present=draw(st.sampled_from([0.2, 0.6, 0.9])), responses_per_series=3,
+                          seed=draw(st.integers(0, 10_000)), base_missing=0.15, week_duplicate=0.15,
+                          due_mismatch=0.15, response_duplicate=0.15, response_conflict=0.15))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                              HealthCheck.function_scoped_fixture])
+@given(state=st.one_of(with_taken_ids(), messy_databases()), choices=st.data())
+def test_the_beam_apply_reports_what_the_local_apply_reports_for_generated_states(
+        live, emulator, tmp_path, state, choices):
+    """Generated states (small ones with documents standing at other series' new-week IDs, and
+    messy databases of several clients), and another writer that changes some of the documents the
+    plan writes, chosen by hypothesis."""
+    actions: list[tuple[str, str]] = []
+    drawn: list[bool] = []
+
+    def change(live, plan: Plan) -> None:
+        if not drawn:  # the same choices for both runs: the plan is the same
+            drawn.append(True)
+            some = st.lists(st.sampled_from(plan.ops), max_size=6, unique_by=lambda op: op.path)
+            for op in choices.draw(some if plan.ops else st.just([])):
+                kinds = ["create"] if isinstance(op, CreateDocumentOp) else ["touch", "delete", "move"]
+                actions.append((op.path, choices.draw(st.sampled_from(kinds))))
+        for path, kind in actions:
+            doc = live.client.document(path)
+            if kind == "create":
+                doc.set({"note": "made by the app"})
+            elif kind == "touch":
+                doc.update({"appNote": "the app wrote here"})
+            elif kind == "delete":
+                doc.delete()
+            elif path.startswith(f"{A}/"):
+                doc.update({"clientId": "moved-by-the-app"})
+            else:
+                doc.update({"formId": "moved-by-the-app"})
+
+    local, beam_report = apply_both_ways(live, emulator, state, Path(tempfile.mkdtemp(dir=tmp_path)), change,
+                                         allow_empty=True)
+    assert beam_report == local
