@@ -155,7 +155,8 @@ def _step(*args: object) -> str:
 # -- live ------------------------------------------------------------------------------------------------
 
 
-def live(report: Report, assignments: int, baseline_clients: int, baseline_sample: int, work: Path) -> None:
+def live(report: Report, assignments: int, baseline_clients: int, baseline_sample: int, work: Path,
+         beam_assignments: int) -> None:
     from emulator import Emulator
 
     from reconciler.store import FirestoreStore
@@ -203,9 +204,33 @@ def live(report: Report, assignments: int, baseline_clients: int, baseline_sampl
                    "≥ ×0.7", throughput / write_floor >= 0.7)
         emulator.reset("bench-live")
 
+        _beam_apply(report, emulator, env, beam_assignments, work)
         _baseline(report, emulator, env, baseline_clients, baseline_sample, work)
     finally:
         emulator.stop()
+
+
+def _beam_apply(report: Report, emulator, env: dict[str, str], assignments: int, work: Path) -> None:
+    """The same plan applied twice to the same data, once in one process and once as a Beam
+    pipeline on the DirectRunner: whole commands, reads, writes and validation included."""
+    from reconciler.store import FirestoreStore
+
+    state = generate(shape_for(assignments, present=0.5))
+    label = (f"{len(state.documents('check_in_assignments')):,} assignments, "
+             f"{len(state.documents('formResponses')):,} responses")
+    seconds = {}
+    for runner in ("local", "beam"):
+        emulator.reset("bench-beam")
+        FirestoreStore("firestore://bench-beam").create_all(state)
+        plan = work / f"beam-apply-{runner}.json"
+        run_cli("plan", "--spec", str(SPEC), "--source", "firestore://bench-beam", "--out", str(plan),
+                "--quiet", env=env)
+        seconds[runner], _, _ = run_cli("apply", str(plan), "--quiet", "--format", "json", "--runner", runner,
+                                        "--journal-dir", str(work / f"beam-journal-{runner}"), env=env)
+    emulator.reset("bench-beam")
+    report.add(f"Beam DirectRunner apply, {label}: whole command",
+               f"{seconds['beam']:.1f} s = ×{seconds['beam'] / seconds['local']:.1f} the local apply's "
+               f"{seconds['local']:.1f} s")
 
 
 def _journal_figures(directory: Path) -> tuple[int, int, float]:
@@ -294,7 +319,8 @@ def main() -> None:
         offline(report, scales, work)
         beam(report, [2_000] if args.quick else [10_000, 100_000], work)
         if not args.no_live:
-            live(report, live_assignments, baseline_clients, baseline_sample, work)
+            live(report, live_assignments, baseline_clients, baseline_sample, work,
+                 beam_assignments=2_000 if args.quick else 10_000)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     command = "python -m bench" + (" --quick" if args.quick else "") + (" --no-live" if args.no_live else "")
