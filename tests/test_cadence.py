@@ -5,6 +5,7 @@ in force around a wall-clock time and keeps the ones that convert back to it).""
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -201,9 +202,8 @@ def months_later(day: date, months: int) -> date | None:
     year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
     if not 1 <= year <= 9999:
         return None
-    first = date(year, month + 1, 1)
-    following = date(year + 1, 1, 1) if month == 11 else date(year, month + 2, 1)
-    return date(year, month + 1, min(day.day, (following - first).days))
+    length = calendar.monthrange(year, month + 1)[1]  # December 9999 has no following month to subtract
+    return date(year, month + 1, min(day.day, length))
 
 
 def days_later(day: date, days: int) -> date | None:
