@@ -4,7 +4,10 @@
 series are grouped once in this process, then forked workers each run the per-series kernel on
 every n-th series (this process takes one share itself) and send their ops and findings back
 through a pipe; ``kernel.merge_outcomes`` orders them as one run would. Forked workers share the
-read state with this process, page by page, instead of receiving a copy of it.
+read state with this process, page by page, instead of receiving a copy of it. ``plan_on_cores``
+also has each process encode the ops it planned for the plan file (sent as raw bytes after the
+pickle of the rest) and, for a caller done with the state, each process let go of the documents
+outside its own share, so that their memory holds the results.
 
 Owns the worker processes, and nothing else: a worker that dies, or exits without its whole result,
 is one sentence (``ReconcileError``), never a hang or a part of a plan; a failure in this process
