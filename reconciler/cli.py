@@ -404,7 +404,7 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
         planned = commands.plan(spec_path, source, run.options, select=select)
         changed = bool(planned.plan.summary.changes)
     if out and not beam:  # in pieces: a large plan file is never held whole in memory
-        _write_output(out, plan_chunks(planned.plan), inputs)
+        _write_output(out, planned.file_chunks(), inputs)
     run.finish(f"planned {sum(planned.documents.values())} documents")
     if old_spec_path and split_dir:
         _write_split(split_dir, render_comparison_parts(compared.comparison, show_values))
@@ -413,7 +413,7 @@ def plan(spec_path: str, source: str, old_spec_path: str | None, out: str | None
     elif split_dir:
         _write_split(split_dir, render_plan_parts(planned.plan, show_values))
     elif fmt == "json":  # the plan file itself, as bytes: a large plan is not copied into text
-        _write_bytes(plan_chunks(planned.plan))
+        _write_bytes(planned.file_chunks())
     else:
         _echo(render_plan(planned.plan, fmt, show_values))
     if out:  # on stderr: stdout is the document alone (a PR comment, a JSON plan)

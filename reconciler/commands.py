@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from reconciler.kernel import Projection, projection, projection_union, reconcil
 from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
 from reconciler.lease import force_unlock as release_by_force
 from reconciler.model import CreateDocumentOp, OpResult, Plan, Selection, Spec, State
-from reconciler.plan import build_plan, loads_plan, parse_plan_json, plan_bytes
+from reconciler.plan import build_plan, loads_plan, parse_plan_json, plan_bytes, plan_chunks
 from reconciler.progress import Progress, Silent
 from reconciler.restore import RULE as RESTORE_RULE
 from reconciler.restore import RestoreCheck, RestorePlan, check_restore
@@ -65,7 +65,7 @@ from reconciler.store import SCHEME as FIRESTORE_SCHEME
 from reconciler.timeline import Timelines, timelines
 from reconciler.values import printable
 from reconciler.verify import Verification, verify
-from reconciler.workers import reconcile_on_cores
+from reconciler.workers import plan_on_cores
 
 Store = SnapshotStore | FirestoreStore
 
@@ -187,6 +187,11 @@ class Planned:
     state: State
     plan: Plan
     read: dict[str, int] | None = None  # documents read per collection, when ``state`` does not hold them
+    op_items: list[bytes] | None = None  # the ops encoded already (``plan.op_item``), in plan order
+
+    def file_chunks(self) -> Iterator[bytes]:
+        """The plan file's bytes, piece by piece (``plan.plan_chunks``)."""
+        return plan_chunks(self.plan, self.op_items)
 
     @property
     def documents(self) -> dict[str, int]:
@@ -197,13 +202,14 @@ class Planned:
 
 
 def plan(spec_path: str, source: str, options: Options | None = None, whole: bool = False,
-         select: str | None = None, pin: bool = True) -> Planned:
+         select: str | None = None, pin: bool = True, encode: bool = True) -> Planned:
     """``whole``: read whole documents (apply needs them for its journal and its proof); else only
     the fields the plan reads, which gives the same plan from less I/O and memory. ``select``:
     only the series whose key matches (FIELD=VALUE[,…]), and their responses. ``pin``: a snapshot
     file is pinned by its absolute path and sha256, so that the saved plan applies to it and only it."""
     spec = load_spec(spec_path)
-    return _plan(spec, source, options, whole, _selection(spec, select), pin)  # a bad --select: no read
+    return _plan(spec, source, options, whole, _selection(spec, select), pin,  # a bad --select: no read
+                 encode)
 
 
 def plan_on_beam(spec_path: str, source: str, options: Options | None = None,
@@ -246,13 +252,24 @@ def _beam():
 
 
 def _plan(spec: Spec, source: str, options: Options | None, whole: bool,
-          selection: Selection | None = None, pin: bool = False) -> Planned:
+          selection: Selection | None = None, pin: bool = False, encode: bool = False) -> Planned:
+    """``whole``: the state is read whole and kept in the result (apply needs it); otherwise only
+    the documents' counts are kept. ``encode``: the ops are encoded for the plan file as they are
+    planned (``Planned.file_chunks``)."""
     store = open_store(source, options)
     state = _read(store, options, spec.collections, None if whole else projection(spec), spec=spec,
                   selection=selection, pin=pin)
-    # A snapshot file is planned on every core (fork after the read); a live read is planned here.
-    outcome = reconcile_on_cores(spec, state, selection) if isinstance(store, SnapshotStore) else None
-    return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection, outcome))
+    # A snapshot file is planned on every core (fork after the read), each encoding the ops it
+    # planned for the plan file; a live read is planned here.
+    if not isinstance(store, SnapshotStore):
+        return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection))
+    if whole:  # apply goes on with the state it planned
+        outcome = plan_on_cores(spec, state, selection, encode=False)[:2]
+        return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection, outcome))
+    read = {name: len(docs) for name, docs in state.collections.items()}
+    ops, findings, items = plan_on_cores(spec, state, selection, encode=encode, release=True)
+    return Planned(spec=spec, state=state, plan=build_plan(spec, state, selection, (ops, findings)),
+                   read=read, op_items=items)
 
 
 def series(spec_path: str, source: str, select: str, options: Options | None = None) -> Timelines:
@@ -669,7 +686,7 @@ def check(spec_path: str, source: str, options: Options | None = None,
         _refuse_selection_on_beam(select)
         planned = plan_on_beam(spec_path, source, options)
     else:
-        planned = plan(spec_path, source, options, select=select, pin=False)  # never saved: no pin
+        planned = plan(spec_path, source, options, select=select, pin=False, encode=False)  # never saved
     return Checked(planned=planned, drift=drift(planned.plan, known, baseline, planned.spec.series.key))
 
 

@@ -9,12 +9,13 @@ Every collection and field name comes from the spec: this module knows rule kind
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from reconciler.model import (
@@ -22,6 +23,7 @@ from reconciler.model import (
     ACTION_HALF_LINK,
     ACTION_NEW_WEEK,
     ACTION_PAIR,
+    CadenceRule,
     CreateDocumentOp,
     Document,
     FieldFill,
@@ -392,11 +394,20 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
     """Rules 2-7 for one series. ``taken_ids``: IDs already used in the series collection."""
     rule, cadence = spec.series, spec.cadence
     findings: list[Finding] = []
+    label = series.label
 
     def report(code: str, path: str, message: str) -> None:
-        findings.append(Finding(code=code, path=path, series=series.label, message=message))
+        findings.append(Finding(code=code, path=path, series=label, message=message))
 
-    unusable = _unusable_base(spec, series)
+    bases = [doc for doc, week in series.members if week == 1]
+    unusable = _unusable_base(spec, series, bases)
+    if unusable is None:
+        base = bases[0]
+        length = _length(spec, base, report)
+        start: datetime = base.fields[cadence.field]
+        unplannable = _unplannable(spec, base, start, length)
+        if unplannable is not None:
+            unusable = (unplannable[0], base.path, unplannable[1])
     if unusable is not None:
         code, path, message = unusable
         report(code, path, message)
@@ -405,86 +416,90 @@ def reconcile_series(spec: Spec, series: SeriesInput, taken_ids: Container[str])
                    f"its series is left untouched ({code}); not linked")
         return Outcome((), tuple(findings))
 
-    base = next(m.doc for m in series.members if m.week == 1)
-    length = _length(spec, base, report)
-    start: datetime = base.fields[cadence.field]
-    unplannable = _unplannable(spec, base, start, length)
-    if unplannable is not None:
-        code, message = unplannable
-        report(code, base.path, message)
-        for response in series.responses:
-            report("response.series_unusable", response.path,
-                   f"its series is left untouched ({code}); not linked")
-        return Outcome((), tuple(findings))
-
-    weeks: dict[int, list[Document]] = {}
-    for member in series.members:
-        if 1 <= member.week <= length:
-            weeks.setdefault(member.week, []).append(member.doc)
+    # One pass over the members: each week's one member, or its several (a duplicate week).
+    single: dict[int, Document] = {}
+    several: dict[int, list[Document]] = {}
+    for doc, week in series.members:
+        if 1 <= week <= length:
+            if week in single:
+                several.setdefault(week, [single[week]]).append(doc)
+            else:
+                single[week] = doc
         else:
-            report("assignment.week_out_of_range", member.doc.path,
-                   f"week {member.week} is outside 1..{length}; left untouched")
+            report("assignment.week_out_of_range", doc.path,
+                   f"week {week} is outside 1..{length}; left untouched")
     due_field = cadence.field
-    for week, docs in weeks.items():
-        expected = cadence.due(start, week)
-        assert expected is not None  # every week up to the length is in range (_unplannable)
-        for doc in docs:
-            value = doc.fields.get(due_field, MISSING)
-            if value != expected or type(value) is not datetime:  # _check_due says the rest
-                _check_due(spec, doc, week, expected, report)
-        if len(docs) > 1:
-            docs.sort(key=lambda d: d.id)
-            report("series.week_duplicate", docs[0].path,
-                   f"week {week} has {len(docs)} members ({', '.join(d.path for d in docs)}); "
-                   "no links are made into it")
+    due = _due_dates(cadence, start, length)
+    for week, doc in single.items():
+        value = doc.fields.get(due_field, MISSING)
+        if type(value) is not datetime or value != due[week]:  # _check_due says which finding
+            _check_due(spec, doc, week, due[week], report)
+    for week, docs in several.items():
+        del single[week]
+        for doc in docs[1:]:  # the first was checked above
+            _check_due(spec, doc, week, due[week], report)
+        docs.sort(key=lambda d: d.id)
+        report("series.week_duplicate", docs[0].path,
+               f"week {week} has {len(docs)} members ({', '.join(d.path for d in docs)}); "
+               "no links are made into it")
 
     drafts: dict[str, _Draft] = {}
     if rule.fill_base_week and is_empty(base.get(rule.week_field)):
-        drafts[base.path] = _Draft(spec, base.path, base, series=series.label)
+        drafts[base.path] = _Draft(spec, base.path, base, series=label)
         drafts[base.path].fill(rule.week_field, 1, f"{rule.id}.{ACTION_BASE_WEEK}")
 
     # A week's target: its one member (a draft is made only if it changes), a new week's draft,
     # or None when the week has no single target.
-    targets: dict[int, Document | _Draft | None] = {}
-    stem: str | None = None
-    template: dict[str, Any] = {}
-    for week in range(1, length + 1):
-        present = weeks.get(week)
-        if present:
-            targets[week] = present[0] if len(present) == 1 else None
-            continue
-        if stem is None:  # the same for every week of the series: made once
-            stem = series_stem(spec, series.key)
-            template = _new_week_template(spec, base)
-        doc_id = f"{stem}-w{week:03d}"  # new_week_id(spec, series.key, week)
-        path = f"{rule.collection}/{doc_id}"
-        if doc_id in taken_ids:
-            report("assignment.id_taken", path,
-                   f"week {week} is missing but its ID is used by a document that is not this "
-                   "week's member; not created")
-            targets[week] = None
-            continue
-        due = cadence.due(start, week)
-        assert due is not None  # as above
-        fields = _new_week_fields(spec, template, week, due)
-        targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields, series=series.label,
-                                              rules={f"{rule.id}.{ACTION_NEW_WEEK}"})
+    targets: dict[int, Document | _Draft | None] = dict.fromkeys(several)
+    targets.update(single)
+    if len(targets) < length:
+        stem = series_stem(spec, series.key)  # the same for every week of the series: made once
+        template = _new_week_template(spec, base)
+        new_week = {f"{rule.id}.{ACTION_NEW_WEEK}"}
+        for week in range(1, length + 1):
+            if week in targets:
+                continue
+            doc_id = f"{stem}-w{week:03d}"  # new_week_id(spec, series.key, week)
+            path = f"{rule.collection}/{doc_id}"
+            if doc_id in taken_ids:
+                report("assignment.id_taken", path,
+                       f"week {week} is missing but its ID is used by a document that is not this "
+                       "week's member; not created")
+                targets[week] = None
+                continue
+            fields = _new_week_fields(spec, template, week, due[week])
+            targets[week] = drafts[path] = _Draft(spec, path, None, fields=fields, series=label,
+                                                  rules=set(new_week))
 
     if spec.link is not None:
-        _Links(spec, drafts, report, series.label).series(series, length, targets)
+        _Links(spec, drafts, report, label).series(series, length, targets)
 
     ops = tuple(op for op in (d.op() for d in drafts.values()) if op is not None)
     return Outcome(ops, tuple(findings))
 
 
-def _unusable_base(spec: Spec, series: SeriesInput) -> tuple[str, str, str] | None:
+def _due_dates(cadence: CadenceRule, start: datetime, length: int) -> list[datetime]:
+    """Rule 4: each week's date (index = week; index 0 unused), all within range (``_unplannable``
+    checked the last one, and the dates grow with the week)."""
+    if cadence.every_days is not None:
+        return [start, *(start + step for step in _day_steps(cadence.every_days, length))]
+    return [start, *(cadence.due(start, week) for week in range(1, length + 1))]  # type: ignore[misc]
+
+
+@functools.lru_cache(maxsize=64)
+def _day_steps(every_days: int, length: int) -> tuple[timedelta, ...]:
+    """The offset of weeks 1..length from the base's date: computed once per run, not per series."""
+    return tuple(timedelta(days=every_days * (week - 1)) for week in range(1, length + 1))
+
+
+def _unusable_base(spec: Spec, series: SeriesInput, bases: list[Document]) -> tuple[str, str, str] | None:
     """Rule 2: exactly one base with a timestamp in the cadence field, or why the series is unusable."""
-    bases = sorted((m.doc for m in series.members if m.week == 1), key=lambda d: d.id)
     if not bases:
         first = min(m.doc.path for m in series.members)
         return ("series.base_missing", first,
                 f"has {len(series.members)} member(s) but no week-1 base; series left untouched")
     if len(bases) > 1:
+        bases = sorted(bases, key=lambda d: d.id)
         return ("series.base_ambiguous", bases[0].path,
                 f"has {len(bases)} week-1 bases ({', '.join(d.path for d in bases)}); "
                 "series left untouched")
@@ -591,27 +606,37 @@ class _Links:
         return draft
 
     def series(self, series: SeriesInput, length: int, targets: dict[int, Document | _Draft | None]) -> None:
+        """``targets``: every week of the series. Slots are independent of each other (each has
+        its own target and responses), so they are taken in any order."""
         slots: dict[int, list[Document]] = {}
+        week_field = self.link.week_field
         for response in series.responses:
-            week = response.fields[self.link.week_field]
+            week = response.fields[week_field]
             if 1 <= week <= length:
-                slots.setdefault(week, []).append(response)
+                found = slots.get(week)
+                if found is None:
+                    slots[week] = [response]
+                else:
+                    found.append(response)
             else:
                 self.report("response.week_out_of_range", response.path,
                             f"week {week} is outside the series' 1..{length}; left untouched")
-        member_ref = self.link.member_ref
-        for week, target in targets.items():
-            responses = slots.get(week, ())
+        for week, responses in slots.items():
+            target = targets[week]
             if target is None:
                 for response in responses:
                     self.report("response.slot_blocked", response.path,
                                 f"week {week} has no single assignment to link to; left untouched")
-            elif responses:
+            else:
                 self.slot(week, target, responses)
-            elif type(target) is Document and not is_empty(target.fields.get(member_ref, MISSING)):
-                # A week without responses only needs its link checked. Before its own slot, no
-                # draft of this run changes an existing member's link, so its fields are current.
-                self.slot(week, target, responses)
+        member_ref = self.link.member_ref
+        for week, target in targets.items():
+            if type(target) is Document and week not in slots:
+                linked = target.fields.get(member_ref)
+                if linked is not None and not is_empty(linked):
+                    # A week without responses only needs its link checked. Before its own slot,
+                    # no draft of this run changes an existing member's link: its fields are current.
+                    self.slot(week, target, ())
 
     def slot(self, week: int, target: Document | _Draft, responses) -> None:
         link, report = self.link, self.report

@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,12 +111,14 @@ def plan_bytes(plan: Plan) -> bytes:
     return b"".join(plan_chunks(plan))
 
 
-def plan_chunks(plan: Plan) -> Iterator[bytes]:
+def plan_chunks(plan: Plan, op_items: Sequence[bytes] | None = None) -> Iterator[bytes]:
     """The plan file's bytes in pieces of a few thousand ops, in order: what
     ``orjson.dumps(plan_to_data(plan), OPT_SORT_KEYS | OPT_INDENT_2) + b"\\n"`` gives, without the
     whole plan's data or bytes in memory at once. The frame (every member but the two lists) is
     encoded with a placeholder in each list, which is then replaced by the list's items; the two
-    lists are the top object's members, so their items sit at an indent of four spaces."""
+    lists are the top object's members, so their items sit at an indent of four spaces.
+    ``op_items``: each op's ``op_item``, in plan order, when they were encoded already (by the
+    processes that planned them)."""
     data = plan_to_data(plan, ops=[_HOLE] if plan.ops else [],
                         findings=[_HOLE] if plan.findings else [])
     frame = orjson.dumps(data, option=_JSON_OPTIONS) + b"\n"
@@ -129,11 +131,20 @@ def plan_chunks(plan: Plan) -> Iterator[bytes]:
         before, _, frame = frame.partition(hole)
         yield before
         for start in range(0, len(items), _CHUNK):
+            if name == "ops" and op_items is not None:
+                yield (b",\n" if start else b"") + b"    " + b",\n    ".join(op_items[start:start + _CHUNK])
+                continue
             chunk = orjson.dumps([to_data(item) for item in items[start:start + _CHUNK]],
                                  option=_JSON_OPTIONS)
             # "[\n  {...},\n  {...}\n]" → its items, indented one level deeper
             yield (b",\n" if start else b"") + b"    " + chunk[4:-2].replace(b"\n", b"\n  ")
     yield frame
+
+
+def op_item(op: Op) -> bytes:
+    """One op as an item of the plan file's list of ops (without the four spaces before its first
+    line): what ``plan_chunks`` writes for it. Encoded where the op was planned, on any core."""
+    return orjson.dumps(op_to_data(op), option=_JSON_OPTIONS).replace(b"\n", b"\n    ")
 
 
 def dumps_plan(plan: Plan) -> str:
