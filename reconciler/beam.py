@@ -26,9 +26,11 @@ Imports Apache Beam: install the ``beam`` extra. Only this module does.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -88,7 +90,21 @@ def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
         args.append(f"--{key}={value}")
     if not any(arg.startswith("--runner=") for arg in args):
         args.append("--runner=DirectRunner")
-    return PipelineOptions(args)
+    options = PipelineOptions(args)
+    parsers: list[argparse.ArgumentParser] = []
+    said = io.StringIO()
+    try:  # Beam's parser prints its usage and exits on a bad value, and drops a name it does not know
+        with contextlib.redirect_stderr(said):
+            options.get_all_options(add_extra_args_fn=parsers.append)
+            _, unknown = parsers[0].parse_known_args(args)
+    except SystemExit as error:
+        reason = _first_line(Exception(said.getvalue())).partition(": error: ")[2] or "not a valid value"
+        raise SourceError(f"--pipeline-option: {reason} (see Beam's pipeline options)") from error
+    if unknown:
+        raise SourceError(f"--pipeline-option {unknown[0].removeprefix('--')!r}: not an option of Beam's "
+                          "pipelines (a misspelt name would be ignored, e.g. the runner's, and the job "
+                          "run elsewhere than meant)")
+    return options
 
 
 # -- the pipeline's steps --------------------------------------------------------------------------------

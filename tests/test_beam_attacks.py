@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from builders import CHECKINS, DEMO, A
+from builders import CHECKINS, DEMO, A, reconcile
 
 from reconciler import commands
 from reconciler.errors import ReconcileError
@@ -154,3 +154,23 @@ def test_a_refused_plan_is_refused_in_the_local_apply_s_words(live, emulator, tm
     assert local[:2] == ("refused", "UnsafePlan"), local
     assert beam == local and beam_data == local_data == loaded
     assert "while running" not in beam[2]
+
+
+@pytest.mark.parametrize("option, said", [
+    ("direct_num_workers=abc", "invalid int value: 'abc'"),
+    ("runer=DataflowRunner", "'runer=DataflowRunner': not an option"),
+    ("no_such_option=1", "'no_such_option=1': not an option"),
+])
+def test_a_bad_pipeline_option_is_one_sentence_and_writes_nothing(live, tmp_path, option, said):
+    """Beam's parser printed its whole usage and exited 2 on a bad value, and ran the job with a
+    misspelt name silently dropped (a misspelt runner: on this machine)."""
+    live.load(SnapshotStore(DEMO).read())
+    before = live.dump()
+    out = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    done = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--journal-dir", tmp_path / "j",
+                     "--pipeline-option", option)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert said in done.stderr
+    assert live.dump() == before
