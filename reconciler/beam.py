@@ -26,9 +26,11 @@ Imports Apache Beam: install the ``beam`` extra. Only this module does.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -50,7 +52,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from reconciler.errors import ReconcileError, SourceError, UnsafePlan
 from reconciler.files import make_private_directory
-from reconciler.guard import examine, examine_unplaced, refusal
+from reconciler.guard import examine, refusal
 from reconciler.journal import Journal
 from reconciler.kernel import Projection, projection, stem_of_id
 from reconciler.keyed import keyed, placed, plan_stem
@@ -88,7 +90,21 @@ def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
         args.append(f"--{key}={value}")
     if not any(arg.startswith("--runner=") for arg in args):
         args.append("--runner=DirectRunner")
-    return PipelineOptions(args)
+    options = PipelineOptions(args)
+    parsers: list[argparse.ArgumentParser] = []
+    said = io.StringIO()
+    try:  # Beam's parser prints its usage and exits on a bad value, and drops a name it does not know
+        with contextlib.redirect_stderr(said):
+            options.get_all_options(add_extra_args_fn=parsers.append)
+            _, unknown = parsers[0].parse_known_args(args)
+    except SystemExit as error:
+        reason = _first_line(Exception(said.getvalue())).partition(": error: ")[2] or "not a valid value"
+        raise SourceError(f"--pipeline-option: {reason} (see Beam's pipeline options)") from error
+    if unknown:
+        raise SourceError(f"--pipeline-option {unknown[0].removeprefix('--')!r}: not an option of Beam's "
+                          "pipelines (a misspelt name would be ignored, e.g. the runner's, and the job "
+                          "run elsewhere than meant)")
+    return options
 
 
 # -- the pipeline's steps --------------------------------------------------------------------------------
@@ -284,12 +300,17 @@ def _run(pipeline: beam.Pipeline) -> dict[str, int]:
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except ReconcileError:
-        raise
     except Exception as error:  # a worker's error arrives wrapped by the runner: find ours
-        cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, ReconcileError):
-            cause = cause.__cause__ or cause.__context__
+        # A step that fails raises a copy of the error with " [while running 'STEP']" added to its
+        # message, while handling the original: the innermost of ours is the one we raised.
+        cause: BaseException | None = None
+        link: BaseException | None = error
+        while link is not None:
+            if isinstance(link, ReconcileError):
+                cause = link
+            link = link.__cause__ or link.__context__
+        if cause is error:
+            raise
         if cause is not None:
             raise type(cause)(str(cause)) from error
         raise SourceError(f"the Beam pipeline failed: {_first_line(error)}") from error
@@ -384,15 +405,20 @@ def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
               | "PlaceBefore" >> beam.ParDo(_Place(spec, after=False)).with_outputs(*_PLACED))
     proposed = (pipeline | "Proposed" >> beam.Create(saved.ops)
                 | "ByAnchor" >> beam.Map(lambda op: (op.group or op.path, op)))
-    routed = ({"ops": proposed, "anchor": before.anchors} | "AtAnchor" >> beam.CoGroupByKey()
-              | "Route" >> beam.ParDo(_Route(spec, header)).with_outputs("proposed", "skipped", "problems"))
+    # Each op meets the document it writes as read now, and each anchor its document's series.
+    located = ({"doc": before.anchors, "own": proposed | "OpsByPath" >> beam.Map(lambda anchored: (
+                    anchored[1].path, anchored[1])),
+                "anchored": proposed}
+               | "AtPath" >> beam.CoGroupByKey() | "Locate" >> beam.ParDo(_Locate()))
+    routed = (located | "AtAnchor" >> beam.GroupByKey()
+              | "Route" >> beam.ParDo(_Route()).with_outputs("proposed"))
     admitted = ({"members": before.members, "responses": before.responses, "taken": before.taken,
                  "proposed": routed.proposed}
                 | "BySeries" >> beam.CoGroupByKey()
                 | "Admit" >> beam.ParDo(_Admit(spec, header)).with_outputs("groups", "skipped", "problems"))
     twice = (proposed | "PathOfOp" >> beam.Map(lambda anchored: (anchored[1].path, 1))
              | "OpsPerPath" >> beam.CombinePerKey(sum) | "WrittenTwice" >> beam.FlatMap(_written_twice))
-    problems = ((routed.problems, admitted.problems, twice) | "Problems" >> beam.Flatten()
+    problems = ((admitted.problems, twice) | "Problems" >> beam.Flatten()
                 | "Distinct" >> beam.Distinct())
     count = problems | "CountProblems" >> beam.combiners.Count.Globally()
     shown = problems | "ShownProblems" >> beam.combiners.Top.Smallest(3)
@@ -403,7 +429,7 @@ def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
                | "Batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=writing.batch_size)
                | "Commit" >> beam.ParDo(_Commit(header, writing, len(saved.ops), read_time),
                                         go=beam.pvalue.AsSingleton(gate)))
-    outcomes = (written, routed.skipped, admitted.skipped) | "Outcomes" >> beam.Flatten()
+    outcomes = (written, admitted.skipped) | "Outcomes" >> beam.Flatten()
     after_time = (outcomes | "Written" >> beam.combiners.Count.Globally()
                   | "ReadTimeAfter" >> beam.ParDo(_ServerTime(source, collections[0], writing.timeout)))
     after = (read("After", None, "after", read_time=beam.pvalue.AsSingleton(after_time))
@@ -454,36 +480,45 @@ class _Place(beam.DoFn):
             elif tag != "findings" and not self.after:
                 yield TaggedOutput(tag, value)
         if not self.after:
-            yield TaggedOutput("anchors", (doc.path, (stem, doc.update_time)))
+            yield TaggedOutput("anchors", (doc.path, (stem, doc)))
         yield TaggedOutput("verify", (key, doc))
         yield TaggedOutput("paths", (doc.path, collection))
 
 
+class _Locate(beam.DoFn):
+    """At one path: each op that writes there, with the document there now (None when there is
+    none), keyed by its anchor; and, when ops are anchored there, the stem of the series the
+    document there belongs to now."""
+
+    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        path, joined = element
+        found = list(joined["doc"])
+        stem, doc = found[0] if found else (None, None)
+        for op in joined["own"]:
+            yield op.group or op.path, ("op", op, doc)
+        if list(joined["anchored"]):
+            yield path, ("anchor", stem, doc is not None)
+
+
 class _Route(beam.DoFn):
-    """The proposed ops of one anchor (a group's assignment, or a lone op's document) to the series
-    of the document there now; ops anchored where no series is are examined here, never written."""
+    """The proposed ops of one anchor (a group's assignment, or a lone op's document), with their
+    documents, to the series of the document there now; a new week's create to the series its ID
+    names; ops anchored where no series is, to a share of their own ("@" and the anchor's path),
+    which the guard examines as any other with no series to derive from."""
 
-    def __init__(self, spec: Spec, header: Plan) -> None:
-        self.spec, self.header = spec, header
-
-    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[Any]:
-        anchor, joined = element
-        ops = list(joined["ops"])
-        if not ops:
-            return
-        found = list(joined["anchor"])
-        stem, update_time = found[0] if found else (None, None)
-        if not found and any(isinstance(op, CreateDocumentOp) and op.path == anchor for op in ops):
+    def process(self, element: tuple[str, Iterable[tuple[Any, ...]]]) -> Iterator[Any]:
+        anchor, located = element
+        stem, exists, ops = None, False, []
+        for entry in located:
+            if entry[0] == "anchor":
+                stem, exists = entry[1], entry[2]
+            else:
+                ops.append((entry[1], entry[2]))
+        if stem is None and not exists and any(
+                isinstance(op, CreateDocumentOp) and op.path == anchor for op, _ in ops):
             stem = stem_of_id(anchor.partition("/")[2])  # a new week: its ID names its series' stem
-        if stem is not None:
-            for op in ops:
-                yield TaggedOutput("proposed", (stem, op))
-            return
-        skipped, problems = examine_unplaced(self.spec, self.header, ops, anchor, bool(found), update_time)
-        for problem in problems:
-            yield TaggedOutput("problems", problem)
-        for result in skipped:
-            yield TaggedOutput("skipped", (f"@{anchor}", result))
+        for pair in ops:
+            yield TaggedOutput("proposed", (stem or f"@{anchor}", pair))
 
 
 class _Admit(beam.DoFn):
@@ -494,12 +529,16 @@ class _Admit(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[Any]:
         stem, joined = element
-        proposed = tuple(joined["proposed"])
-        if not proposed:
+        pairs = list(joined["proposed"])
+        if not pairs:
             return
+        proposed = tuple(op for op, _ in pairs)
         members, responses, taken = list(joined["members"]), list(joined["responses"]), list(joined["taken"])
+        # The series' documents, and every document the share writes, wherever it belongs now (an
+        # op's document that left the series is examined as changed, not as gone).
         state = _state_of(self.header.source, self.header.read_time,
-                          [*(p.doc for p in members), *(p.doc for p in responses), *taken])
+                          [*(doc for _, doc in pairs if doc is not None), *(p.doc for p in members),
+                           *(p.doc for p in responses), *taken])
         derived = [item for item in plan_stem(self.spec, members, responses, [doc.id for doc in taken])
                    if not isinstance(item, Finding)]
         admission, problems = examine(self.spec, replace(self.header, ops=proposed), state, derived)
@@ -513,7 +552,8 @@ class _Admit(beam.DoFn):
 
 def _written_twice(counted: tuple[str, int]) -> list[str]:
     path, count = counted
-    return [f"{path}: written by {count} ops; a run writes each document once"] if count > 1 else []
+    # The guard's own words for it, so that the share that holds both ops says it once with this.
+    return [f"{path}: written by two ops; a run writes each document once"] if count > 1 else []
 
 
 class _Gate(beam.DoFn):

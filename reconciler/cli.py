@@ -122,7 +122,8 @@ def runner_options(command):
         callback=_runner,
         help="With --runner beam: passed to Apache Beam as --KEY=VALUE (repeatable), e.g. "
              "runner=DataflowRunner, project=P, region=R, temp_location=gs://B/tmp; Beam's "
-             "DirectRunner (this machine) unless a runner is named. See docs/scale.md.")(command)
+             "DirectRunner (this machine) unless a runner is named; a name Beam does not know is "
+             "refused. See docs/scale.md.")(command)
     return click.option(
         "--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
         expose_value=False, callback=_runner,

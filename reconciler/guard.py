@@ -22,21 +22,33 @@ The stores' preconditions stay the second line of defence. Must not read files, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from reconciler.errors import UnsafePlan
-from reconciler.kernel import UNUSABLE_SERIES, group_series, key_part, new_week_id, reconcile, series_label
+from reconciler.kernel import (
+    UNUSABLE_SERIES,
+    Placed,
+    classify_member,
+    classify_response,
+    group_series,
+    key_part,
+    new_week_id,
+    reconcile,
+    series_label,
+)
 from reconciler.model import (
     ACTION_BASE_WEEK,
     ACTION_HALF_LINK,
     ACTION_NEW_WEEK,
     ACTION_PAIR,
     CreateDocumentOp,
+    Document,
     FillFieldsOp,
+    Finding,
     Op,
     OpResult,
     Plan,
@@ -112,31 +124,6 @@ def unchanged_difference(where: str, proposed: tuple[Op, ...], current: tuple[Op
     return (f"{where}: the plan proposes {_describe(proposed)}, but the spec derives "
             f"{_describe(current) if current else 'no write'} there from data that has not changed "
             "since the plan was made")
-
-
-def examine_unplaced(spec: Spec, plan: Plan, ops: Sequence[Op], anchor: str, exists: bool,
-                     update_time: datetime | None) -> tuple[list[OpResult], list[str]]:
-    """The proposed ops whose group is anchored at ``anchor``, a document that is no member or
-    response of any series in a fresh read (``exists``: whether it is there, last written at
-    ``update_time``), so the spec derives nothing there now: each is skipped with the reason
-    ``examine`` would give, or the whole plan refused when the file alone can have made them."""
-    problems = [problem for group in _groups(ops).values() for problem in never_derivable(spec, group)]
-    after = _read_after(replace(plan, ops=tuple(ops)))
-    problems = list(dict.fromkeys(problems + _written_twice(ops) + after))
-    if problems:
-        return [], problems
-    at_anchor = [op for op in ops if op.path == anchor]
-    if not exists:
-        reason = "the document no longer exists"
-    elif any(isinstance(op, CreateDocumentOp) for op in at_anchor):
-        reason = "the document already exists"
-    elif any(op.update_time != update_time for op in at_anchor if isinstance(op, FillFieldsOp)):
-        reason = "the document changed since the plan was made"
-    elif plan.read_time is not None:
-        reason = "its series is no longer in the data"
-    else:
-        return [], [unchanged_difference(anchor, tuple(ops), None)]
-    return [OpResult(op=op, applied=False, reason=reason) for op in ops], []
 
 
 def refusal(problems: Sequence[str], more: int = 0) -> str:
@@ -337,6 +324,28 @@ class _SeriesIndex:
                            for s in series}
         return self._index.get(tuple(map(key_part, key)))
 
+    def one_series(self, group: tuple[Op, ...]) -> bool:
+        """Whether the documents a group writes, each as read now, are members or responses of one
+        series (a create: of the series its fields name). Asked of a group whose documents have not
+        changed since the plan: one that is no member or response now was none when the plan was
+        read, and a link across two series is one the spec never makes."""
+        canons = set()
+        for op in group:
+            if isinstance(op, CreateDocumentOp):
+                canons.add(tuple(key_part(op.fields.get(name)) for name in self.spec.series.key))
+                continue
+            doc = self.state.find(op.path)
+            placed = None if doc is None else self._classify(doc)
+            if type(placed) is not Placed:
+                return False
+            canons.add(placed.canon)
+        return len(canons) <= 1
+
+    def _classify(self, doc: Document) -> Placed | Finding | None:
+        if doc.collection == self.spec.series.collection:
+            return classify_member(self.spec, doc)
+        return classify_response(self.spec, doc) if self.spec.link is not None else None
+
     def key_of(self, op: Op) -> tuple[Any, ...] | None:
         """The series key of the document an op writes: from a create's fields, or the fresh doc."""
         spec = self.spec
@@ -368,6 +377,8 @@ def _stale(group: tuple[Op, ...], state: State, read_time: datetime | None, seri
             return "the document changed since the plan was made"
     if read_time is None:
         return ""  # nothing tells a change since the plan from an edit of the file: refused
+    if not series.one_series(group):
+        return ""  # its documents are as the plan read them: only the file can have made the group
     for op in group:
         key = series.key_of(op)
         if key is None or None in map(key_part, key):
