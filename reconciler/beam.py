@@ -536,7 +536,7 @@ class _Admit(beam.DoFn):
         members, responses, taken = list(joined["members"]), list(joined["responses"]), list(joined["taken"])
         # The series' documents, and every document the share writes, wherever it belongs now (an
         # op's document that left the series is examined as changed, not as gone).
-        state = _state_of(self.header.source, self.header.read_time,
+        state = State.of(self.header.source, self.header.read_time,
                           [*(doc for _, doc in pairs if doc is not None), *(p.doc for p in members),
                            *(p.doc for p in responses), *taken])
         derived = [item for item in plan_stem(self.spec, members, responses, [doc.id for doc in taken])
@@ -593,7 +593,7 @@ class _Commit(beam.DoFn):
         if go is not True:  # the gate raises instead; never write without it
             raise UnsafePlan("refusing to write: the plan's admission did not finish")
         stems = {op.path: stem for stem, group, _ in batch for op in group}
-        current = _state_of(self.header.source, self.read_time,
+        current = State.of(self.header.source, self.read_time,
                             [doc for _, _, befores in batch for doc in befores.values() if doc is not None])
         journal = self._journal()
         journal.before = current
@@ -660,14 +660,14 @@ class _Verify(beam.DoFn):
         after_docs, outcomes = list(joined["after"]), list(joined["outcomes"])
         members, responses = [], []
         for doc in after_docs:
-            for tag, value in keyed(self.spec, doc.path.partition("/")[0], doc):
+            for tag, value in keyed(self.spec, doc.collection, doc):
                 if tag in ("members", "responses"):
                     (members if tag == "members" else responses).append(value[1])
         pending = tuple(item for item in plan_stem(self.spec, members, responses, list(joined["taken"]))
                         if not isinstance(item, Finding))
         source = self.header.source
-        verification = verify(self.spec, _state_of(source, self.read_time, joined["before"]),
-                              _state_of(source, after_time, after_docs), outcomes,
+        verification = verify(self.spec, State.of(source, self.read_time, joined["before"]),
+                              State.of(source, after_time, after_docs), outcomes,
                               replace(self.header, read_time=after_time, ops=pending))
         if outcomes or pending or verification.changed_by_others:
             yield verification
@@ -747,13 +747,6 @@ def _verification(path: str, counts: dict[str, int], header: Plan) -> Verificati
                    changed_by_others=tuple(sorted(set(merged.changed_by_others))),
                    pending=replace(pending, ops=tuple(sorted(pending.ops, key=lambda op: op.path)),
                                    findings=()))
-
-
-def _state_of(source: str, read_time: datetime | None, docs: Iterable[Document]) -> State:
-    collections: dict[str, dict[str, Document]] = {}
-    for doc in docs:
-        collections.setdefault(doc.path.partition("/")[0], {})[doc.id] = doc
-    return State(source=source, read_time=read_time, collections=collections)
 
 
 def journal_directory(journal_dir: str, saved: Plan, options: Sequence[str]) -> str:

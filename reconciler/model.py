@@ -226,6 +226,14 @@ class State:
     collections: dict[str, dict[str, Document]]
     file: SourceFile | None = None  # when read from a snapshot file, and asked to pin it
 
+    @classmethod
+    def of(cls, source: str, read_time: datetime | None, docs: Iterable[Document]) -> State:
+        """The state that holds ``docs``, each under its own collection."""
+        collections: dict[str, dict[str, Document]] = {}
+        for doc in docs:
+            collections.setdefault(doc.collection, {})[doc.id] = doc
+        return cls(source=source, read_time=read_time, collections=collections)
+
     def documents(self, collection: str) -> dict[str, Document]:
         return self.collections.get(collection, {})
 

@@ -201,10 +201,7 @@ class FirestoreStore:
         if not paths:
             return State(source=self.source, read_time=None, collections={})
         read_time = self.server_time(paths[0].partition("/")[0])
-        collections: dict[str, dict[str, Document]] = {}
-        for doc in self.documents_at(paths, read_time):
-            collections.setdefault(doc.collection, {})[doc.id] = doc
-        return State(source=self.source, read_time=read_time, collections=collections)
+        return State.of(self.source, read_time, self.documents_at(paths, read_time))
 
     def partitions(self, collection: str, count: int,
                    read_time: datetime) -> list[tuple[str | None, str | None]]:
