@@ -21,6 +21,9 @@ each series is reconciled from its own documents and the IDs its new weeks would
     ops and findings → shards + manifest (sharded.py)   read back by apply, show and the renderers
 
 A snapshot file is read by the launcher (it is one file) and its documents handed to the pipeline.
+The apply of a sharded plan reads its manifest in the launcher and its shards in the workers
+(``_ReadShard``), each checked there against the manifest; a shard that is not the one written
+refuses the whole plan at the gate, before any commit, as an op the spec could never make does.
 Imports Apache Beam: install the ``beam`` extra. Only this module does.
 """
 
@@ -50,15 +53,39 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 
-from reconciler.errors import ReconcileError, SourceError, UnsafePlan
+from reconciler.errors import PlanFileError, ReconcileError, SourceError, UnsafePlan
 from reconciler.files import make_private_directory
 from reconciler.guard import examine, refusal
 from reconciler.journal import Journal
 from reconciler.kernel import Projection, projection, stem_of_id
 from reconciler.keyed import keyed, placed, plan_stem
 from reconciler.lease import HeldElsewhere
-from reconciler.model import CreateDocumentOp, Document, Finding, Op, OpResult, Plan, Spec, State, summarize
-from reconciler.sharded import KINDS, MANIFEST, Shard, finding_line, manifest_bytes, op_line
+from reconciler.model import (
+    CreateDocumentOp,
+    Document,
+    Finding,
+    Op,
+    OpResult,
+    Plan,
+    Spec,
+    State,
+    Summary,
+    summarize,
+)
+from reconciler.sharded import (
+    KINDS,
+    MANIFEST,
+    Shard,
+    ShardedPlan,
+    decode_line,
+    finding_line,
+    manifest_bytes,
+    op_line,
+    shard_problem,
+    summary_problem,
+    unreadable_plan,
+    unreadable_shard,
+)
 from reconciler.snapshot import SnapshotStore
 from reconciler.store import SCHEME, FirestoreStore
 from reconciler.verify import Verification, verify
@@ -378,22 +405,26 @@ class Applied:
     read: dict[str, int]
 
 
-def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
+def apply(spec: Spec, saved: Plan | ShardedPlan, writing: Writing, options: Sequence[str], *,
           partitions: int = DEFAULT_PARTITIONS) -> Applied:
     """Apply ``saved`` to its Firestore database as a pipeline, under the lease the caller holds
-    (``writing.lease_id``). Each series' share of the plan is examined against a fresh read of that
-    series (``guard.examine``); any reason to refuse, anywhere, stops the run before the first commit
-    (the gate); the admitted groups, as the spec derives them, are committed by the workers under
-    their preconditions, each commit after a check of the lease, journaled per bundle; then the
-    database is read again and each series verified as the local apply verifies the whole."""
-    source = saved.source
+    (``writing.lease_id``). A sharded plan's shards are read by the workers, each checked against
+    its manifest (``_ReadShard``); a plan loaded whole is handed to them. Each series' share of the
+    plan is examined against a fresh read of that series (``guard.examine``); any reason to refuse,
+    anywhere (a shard that is not the one written, an op the spec could never make), stops the run
+    before the first commit (the gate); the admitted groups, as the spec derives them, are committed
+    by the workers under their preconditions, each commit after a check of the lease, journaled per
+    bundle; then the database is read again and each series verified as the local apply verifies
+    the whole."""
+    header = replace(saved.header if isinstance(saved, ShardedPlan) else saved, ops=(), findings=())
+    total = saved.manifest.ops if isinstance(saved, ShardedPlan) else len(saved.ops)
+    source = header.source
     collections = _collections(spec)
     store = FirestoreStore(source, timeout=writing.timeout, lock_collection=writing.lock_collection)
     results = _temporary_directory(options)
     read_time = store.server_time(collections[0])
     parts = [(name, start, end) for name in collections
              for start, end in store.partitions(name, partitions, read_time)]
-    header = replace(saved, ops=(), findings=())
     pipeline = beam.Pipeline(options=pipeline_options(options))
 
     def read(label: str, at: datetime | None, counter: str, **side: Any) -> beam.PCollection:
@@ -403,8 +434,11 @@ def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
 
     before = (read("Before", read_time, "documents")
               | "PlaceBefore" >> beam.ParDo(_Place(spec, after=False)).with_outputs(*_PLACED))
-    proposed = (pipeline | "Proposed" >> beam.Create(saved.ops)
-                | "ByAnchor" >> beam.Map(lambda op: (op.group or op.path, op)))
+    if isinstance(saved, ShardedPlan):
+        ops, unread = _read_shards(pipeline, saved)
+    else:
+        ops, unread = pipeline | "Proposed" >> beam.Create(saved.ops), ()
+    proposed = ops | "ByAnchor" >> beam.Map(lambda op: (op.group or op.path, op))
     # Each op meets the document it writes as read now, and each anchor its document's series.
     located = ({"doc": before.anchors, "own": proposed | "OpsByPath" >> beam.Map(lambda anchored: (
                     anchored[1].path, anchored[1])),
@@ -418,16 +452,17 @@ def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
                 | "Admit" >> beam.ParDo(_Admit(spec, header)).with_outputs("groups", "skipped", "problems"))
     twice = (proposed | "PathOfOp" >> beam.Map(lambda anchored: (anchored[1].path, 1))
              | "OpsPerPath" >> beam.CombinePerKey(sum) | "WrittenTwice" >> beam.FlatMap(_written_twice))
-    problems = ((admitted.problems, twice) | "Problems" >> beam.Flatten()
-                | "Distinct" >> beam.Distinct())
-    count = problems | "CountProblems" >> beam.combiners.Count.Globally()
+    unsafe = ((admitted.problems, twice) | "Problems" >> beam.Flatten()
+              | "Unsafe" >> beam.Map(lambda problem: (_UNSAFE, problem)))
+    problems = (unsafe, *unread) | "Refusals" >> beam.Flatten() | "Distinct" >> beam.Distinct()
+    count = problems | "CountProblems" >> beam.combiners.Count.PerKey()
     shown = problems | "ShownProblems" >> beam.combiners.Top.Smallest(3)
     gate = (pipeline | "Go" >> beam.Create([None])
-            | "Gate" >> beam.ParDo(_Gate(), count=beam.pvalue.AsSingleton(count),
+            | "Gate" >> beam.ParDo(_Gate(), counts=beam.pvalue.AsDict(count),
                                    shown=beam.pvalue.AsSingleton(shown)))
     written = (admitted.groups | "SpreadGroups" >> beam.Reshuffle()
                | "Batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=writing.batch_size)
-               | "Commit" >> beam.ParDo(_Commit(header, writing, len(saved.ops), read_time),
+               | "Commit" >> beam.ParDo(_Commit(header, writing, total, read_time),
                                         go=beam.pvalue.AsSingleton(gate)))
     outcomes = (written, admitted.skipped) | "Outcomes" >> beam.Flatten()
     after_time = (outcomes | "Written" >> beam.combiners.Count.Globally()
@@ -458,6 +493,91 @@ def apply(spec: Spec, saved: Plan, writing: Writing, options: Sequence[str], *,
 
 
 _PLACED = ("members", "responses", "taken", "anchors", "verify", "paths")
+# What a reason to refuse the whole plan is about, in the order the gate tells them: a shard that is
+# not the one written; counts in the manifest its shards do not give (said only of intact shards: a
+# shard missing or cut gives other counts too); a write its spec could never make.
+_SHARD, _COUNTS, _UNSAFE = "1 shard", "2 counts", "3 spec"
+
+
+def _read_shards(pipeline: beam.Pipeline,
+                 saved: ShardedPlan) -> tuple[beam.PCollection, tuple[beam.PCollection, ...]]:
+    """A sharded plan's ops, read by the workers one shard each; and the reasons its shards, or the
+    manifest's counts the launcher showed, are not the plan written."""
+    read = (pipeline | "Shards" >> beam.Create(saved.manifest.shards) | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShards" >> beam.ParDo(_ReadShard(saved.directory)).with_outputs("ops", "problems"))
+    tally = read.ops | "Tally" >> beam.Map(_tally) | "TallyAll" >> beam.CombineGlobally(_sum_tallies)
+    links = (read.ops | "Groups" >> beam.FlatMap(lambda op: [op.group] if op.group else [])
+             | "EachGroup" >> beam.Distinct() | "CountLinks" >> beam.combiners.Count.Globally())
+    summary = (pipeline | "Summary" >> beam.Create([None])
+               | "CheckSummary" >> beam.FlatMap(_summary_problems, saved,
+                                                tally=beam.pvalue.AsSingleton(tally),
+                                                links=beam.pvalue.AsSingleton(links)))
+    return read.ops, (read.problems, summary)
+
+
+class _ReadShard(beam.DoFn):
+    """One shard of a sharded plan, read where it is processed, a line at a time: its ops, each
+    checked as a plan file's are; and, when the shard is not the one its manifest names (missing,
+    altered, cut, malformed), the reason, in the words the launcher's reading uses. Ops go on
+    before the shard's sha256 is known: nothing is committed before the gate has every shard's."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def process(self, shard: Shard) -> Iterator[Any]:
+        digest, lines, malformed = hashlib.sha256(), 0, None
+        try:
+            with FileSystems.open(f"{self.directory}/{shard.name}") as handle:
+                for line in _lines(handle, digest):
+                    lines += 1
+                    if malformed is not None:
+                        continue  # read on: the sha256 decides which reason is given
+                    try:
+                        item = decode_line(shard, line, lines, self.directory)
+                    except PlanFileError as error:
+                        malformed = str(error)
+                        continue
+                    if shard.kind == "ops":
+                        yield TaggedOutput("ops", item)
+        except Exception as error:  # the filesystems raise their clients' own errors
+            reason = getattr(error, "strerror", None) or _first_line(error)
+            yield TaggedOutput("problems", (_SHARD, unreadable_shard(shard, reason, self.directory)))
+            return
+        problem = shard_problem(shard, digest.hexdigest(), lines, self.directory) or malformed
+        if problem:
+            yield TaggedOutput("problems", (_SHARD, problem))
+
+
+def _lines(handle: Any, digest: Any) -> Iterator[bytes]:
+    """A file's lines as ``bytes.splitlines`` gives them (what the manifest counts), read a chunk
+    at a time, each chunk added to ``digest``."""
+    rest = b""
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+        *whole, rest = (rest + chunk).split(b"\n")
+        for line in whole:
+            yield from line.splitlines() or [b""]
+    yield from rest.splitlines()
+
+
+def _tally(op: Op) -> tuple[int, int]:
+    counted = summarize((op,), 0)
+    return counted.create, counted.fill
+
+
+def _sum_tallies(tallies: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    creates = fills = 0
+    for create, fill in tallies:
+        creates, fills = creates + create, fills + fill
+    return creates, fills
+
+
+def _summary_problems(_: None, saved: ShardedPlan, tally: tuple[int, int],
+                      links: int) -> list[tuple[str, str]]:
+    stated = saved.manifest.summary  # its findings were counted against the shard list at launch
+    counted = Summary(create=tally[0], link=links, fill=tally[1], findings=stated.findings)
+    problem = summary_problem(saved.manifest, counted, saved.directory)
+    return [(_COUNTS, problem)] if problem else []
 
 
 def _collections(spec: Spec) -> tuple[str, ...]:
@@ -556,12 +676,19 @@ def _written_twice(counted: tuple[str, int]) -> list[str]:
     return [f"{path}: written by two ops; a run writes each document once"] if count > 1 else []
 
 
-class _Gate(beam.DoFn):
-    """Before the first commit: any reason to refuse, from any series, refuses the whole plan."""
+_REFUSALS = ((_SHARD, PlanFileError, unreadable_plan), (_COUNTS, PlanFileError, unreadable_plan),
+             (_UNSAFE, UnsafePlan, refusal))
 
-    def process(self, _: None, count: int, shown: list[str]) -> Iterator[bool]:
-        if count:
-            raise UnsafePlan(refusal(sorted(shown), more=count - len(shown)))
+
+class _Gate(beam.DoFn):
+    """Before the first commit: any reason to refuse, from any shard or series, refuses the whole
+    plan; a plan whose shards are not the ones written is refused as that, whatever else it holds."""
+
+    def process(self, _: None, counts: dict[str, int], shown: list[tuple[str, str]]) -> Iterator[bool]:
+        for kind, error, sentence in _REFUSALS:
+            if counts.get(kind):
+                texts = sorted(text for of, text in shown if of == kind)
+                raise error(sentence(texts, more=counts[kind] - len(texts)))
         yield True
 
 

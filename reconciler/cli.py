@@ -40,6 +40,7 @@ from reconciler.render import (
     render_comparison,
     render_comparison_parts,
     render_plan,
+    render_plan_outline,
     render_plan_parts,
     render_restore,
     render_restored,
@@ -49,6 +50,7 @@ from reconciler.render import (
     render_verification,
     to_json,
 )
+from reconciler.sharded import ShardedPlan
 from reconciler.store import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, LOCK_COLLECTION, MAX_BATCH, MAX_PARALLEL
 from reconciler.values import printable
 
@@ -499,6 +501,11 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
     --lock-timeout seconds for it; an expired lease is taken over. A run that loses its lease
     (force-unlock) stops before its next commit. See `reconcile force-unlock --help`.
 
+    With --runner beam, a plan directory (`plan --runner beam --out DIR`) is read here by its
+    manifest alone: the workers read its shards, each checked against the manifest, and a shard
+    missing or altered refuses the whole plan before any commit. What is shown first is then the
+    manifest's header and counts; `reconcile show DIR` lists the writes.
+
     Exit 0 when converged, 2 when ops were skipped or are still pending, 1 on error.
 
     \b
@@ -510,8 +517,9 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         --lock-timeout 600 --lease-ttl 120
       # the lease kept in another collection (every run on the database must name the same)
       reconcile apply plan.json --lock-collection ops_locks
-      # as an Apache Beam pipeline on Dataflow (docs/scale.md); journals on the bucket
-      reconcile apply gs://B/plans/1 --runner beam --journal-dir gs://B/journal \
+      # as an Apache Beam pipeline on Dataflow (docs/scale.md); the workers read the plan's
+      # shards, the journals go to the bucket
+      reconcile apply gs://B/plans/1 --runner beam --journal-dir gs://B/journal \\
         --pipeline-option runner=DataflowRunner --pipeline-option temp_location=gs://B/tmp
     """
     beam = click.get_current_context().meta.get("reconcile.runner") == "beam"
@@ -528,9 +536,11 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
         if select:
             raise click.UsageError("a saved PLAN carries its selection (`plan --select … --out`); "
                                    "--select goes with --spec and --source")
-        saved, spec = commands.load_plan(plan_file, pinned=spec_path)
+        # The pipeline's workers read a sharded plan's shards: here, only its manifest is read.
+        saved, spec = (commands.open_plan if beam else commands.load_plan)(plan_file, pinned=spec_path)
         if fmt != "json":  # JSON output is one document: the validation report below
-            _echo(render_plan(saved, fmt))
+            _echo(render_plan_outline(saved, fmt) if isinstance(saved, ShardedPlan)
+                  else render_plan(saved, fmt))
         applied = commands.apply(saved, spec, options=run.options)
     else:
         if not (spec_path and source):

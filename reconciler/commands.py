@@ -50,7 +50,7 @@ from reconciler.rollback import (
     undo_to_data,
 )
 from reconciler.selection import equality_filters, parse_selection
-from reconciler.sharded import MANIFEST, assemble, parse_manifest
+from reconciler.sharded import MANIFEST, Manifest, ShardedPlan, assemble, parse_manifest, unreadable_shard
 from reconciler.snapshot import SnapshotStore, snapshot_bytes, write_atomically
 from reconciler.spec import load_spec, parse_spec
 from reconciler.store import (
@@ -303,12 +303,44 @@ def load_plan(path: str, pinned: str | None = None) -> tuple[Plan, Spec]:
     """A saved plan and the spec it carries, checked against the hash it was made with, and against
     the spec the operator reviewed: ``pinned`` when given, else the file the plan names, when it
     exists. The spec decides what apply may write, so a plan may not bring a spec of its own."""
-    if os.path.basename(path) == MANIFEST and os.path.isfile(path):
-        path = os.path.dirname(path) or "."  # a sharded plan named by its manifest
-    if "://" in path:  # a sharded plan on a Beam filesystem (gs://BUCKET/PREFIX)
-        saved = _read_sharded(path.rstrip("/").removesuffix(f"/{MANIFEST}"), _beam().read_files)
+    path, sharded = _plan_location(path)
+    if sharded:
+        saved = _read_sharded(path, _beam().read_files if "://" in path else None)
     else:
-        saved = _read_sharded(path) if os.path.isdir(path) else _read_plan_file(path)
+        saved = _read_plan_file(path)
+    return _checked(saved, path, pinned)
+
+
+def open_plan(path: str, pinned: str | None = None) -> tuple[Plan | ShardedPlan, Spec]:
+    """A saved plan for the pipeline's apply (``--runner beam``): a sharded plan by its manifest
+    alone, checked as ``load_plan`` checks a plan but for its shards, which the workers read and
+    check; a plan file, whole, as ``load_plan`` reads it."""
+    path, sharded = _plan_location(path)
+    if not sharded:
+        return load_plan(path, pinned)
+    manifest, digest = _read_manifest(path, _beam().read_files if "://" in path else None)
+    header, spec = _checked(manifest.header, path, pinned)
+    counted = sum(shard.lines for shard in manifest.shards if shard.kind == "findings")
+    if counted != manifest.summary.findings:  # the ops' counts are checked by the workers
+        raise PlanFileError(f"{path}/{MANIFEST}: its summary says {manifest.summary.findings} findings, its "
+                            f"shards list {counted}: the manifest was changed after the plan was written; "
+                            "make a new plan with `reconcile plan --out`")
+    return ShardedPlan(directory=path, manifest=replace(manifest, header=header), sha256=digest), spec
+
+
+def _plan_location(path: str) -> tuple[str, bool]:
+    """Where a saved plan is, and whether it is sharded: a directory (or gs:// prefix) with a
+    manifest, named by itself or by its manifest."""
+    if os.path.basename(path) == MANIFEST and os.path.isfile(path):
+        return os.path.dirname(path) or ".", True  # a sharded plan named by its manifest
+    if "://" in path:  # a sharded plan on a Beam filesystem (gs://BUCKET/PREFIX)
+        return path.rstrip("/").removesuffix(f"/{MANIFEST}"), True
+    return path, os.path.isdir(path)
+
+
+def _checked(saved: Plan, path: str, pinned: str | None) -> tuple[Plan, Spec]:
+    """A plan's header checked: its spec against the spec's hash and the reviewed spec, its
+    selection against the spec's key, its snapshot file pinned. Needs no op."""
     spec = parse_spec(saved.spec_text.encode("utf-8"), saved.spec_path)
     if spec.sha256 != saved.spec_sha256:
         raise PlanFileError(f"{path}: the spec inside the plan does not match its sha256; the plan "
@@ -353,9 +385,24 @@ def _read_sharded(directory: str, reader: Callable[[str], bytes] | None = None) 
     checked against its sha256, assembled into the plan a plan file would hold. ``reader``: how to
     read a file that is not local (gs://…), from the Beam extra."""
     read = reader or read_regular
+    manifest, _ = _read_manifest(directory, reader)
+    contents = {}
+    for shard in manifest.shards:
+        try:
+            contents[shard.name] = read(f"{directory}/{shard.name}")
+        except (FileNotFoundError, FileProblem, OSError) as problem:
+            raise PlanFileError(unreadable_shard(shard, getattr(problem, "strerror", None) or str(problem),
+                                                 directory)) from None
+    return assemble(manifest, contents, directory)
+
+
+def _read_manifest(directory: str, reader: Callable[[str], bytes] | None = None) -> tuple[Manifest, str]:
+    """A sharded plan's manifest, parsed and checked, and the sha256 of its bytes."""
+    read = reader or read_regular
     manifest_path = f"{directory}/{MANIFEST}"
     try:
-        manifest_text = read(manifest_path).decode("utf-8")
+        manifest_bytes = read(manifest_path)
+        manifest_text = manifest_bytes.decode("utf-8")
     except FileNotFoundError:
         raise PlanFileError(f"{directory}: a directory without {MANIFEST}; give a plan file, or the "
                             "directory `reconcile plan --runner beam --out DIR` wrote") from None
@@ -363,15 +410,7 @@ def _read_sharded(directory: str, reader: Callable[[str], bytes] | None = None) 
         raise PlanFileError(f"{manifest_path}: cannot read the manifest "
                             f"({getattr(problem, 'strerror', None) or problem})") from None
     manifest = parse_manifest(parse_plan_json(manifest_text, manifest_path), manifest_path)
-    contents = {}
-    for shard in manifest.shards:
-        try:
-            contents[shard.name] = read(f"{directory}/{shard.name}")
-        except (FileNotFoundError, FileProblem, OSError) as problem:
-            raise PlanFileError(f"{directory}/{shard.name}: the manifest names this shard but it cannot be "
-                                f"read ({getattr(problem, 'strerror', None) or problem}); the plan is "
-                                "incomplete, make a new one") from None
-    return assemble(manifest, contents, directory)
+    return manifest, hashlib.sha256(manifest_bytes).hexdigest()
 
 
 def _selection_of(saved: Plan, spec: Spec, path: str) -> Selection | None:
@@ -401,8 +440,11 @@ class Applied:
     journal: Path | None
 
 
-def plan_digest(plan: Plan) -> str:
-    """What a lease records of the plan it applies: the sha256 of the plan file `plan --out` writes."""
+def plan_digest(plan: Plan | ShardedPlan) -> str:
+    """What a lease records of the plan it applies: the sha256 of the plan file `plan --out` writes
+    (of a sharded plan read by its manifest alone: of the manifest, which names each shard's)."""
+    if isinstance(plan, ShardedPlan):
+        return f"sha256:{plan.sha256}"
     return "sha256:" + hashlib.sha256(plan_bytes(plan)).hexdigest()
 
 
@@ -411,7 +453,7 @@ def _hold(store: Store, options: Options, digest: str | None, operation: str = "
                       ttl=options.lease_ttl, notify=options.notify)
 
 
-def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options | None = None,
+def apply(saved: Plan | ShardedPlan, spec: Spec, before: State | None = None, options: Options | None = None,
           lease: AnyLease | None = None) -> Applied:
     """Under the lease (``lease`` when the caller holds it, else taken here and released at the
     end), admit the plan against a fresh read, write the admitted groups under their preconditions,
@@ -419,15 +461,20 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
 
     ``before``: the state the plan was made from, when it was made in this run; a saved plan is
     checked against a fresh read instead, and only what its spec derives from that read is written.
+    A ``ShardedPlan`` (``open_plan``) is applied by the pipeline, whose workers read its shards.
     """
     options = options or Options()
-    if saved.spec_sha256 != spec.sha256:
+    header = saved.header if isinstance(saved, ShardedPlan) else saved
+    if header.spec_sha256 != spec.sha256:
         raise ApplyRefused("the plan was made from another version of the spec; re-run plan")
     work = _apply
     if options.runner == "beam":
-        _refuse_on_beam(saved)
+        _refuse_on_beam(header)
         work = _apply_on_beam
-    store = open_store(plan_target(saved), options)
+    elif isinstance(saved, ShardedPlan):
+        raise ApplyRefused(f"{saved.directory}: a plan read by its manifest alone is applied by the "
+                           "pipeline's workers (--runner beam); load it whole to apply it here")
+    store = open_store(plan_target(header), options)
     if lease is not None:
         return work(saved, spec, before, options, store, lease)
     with _hold(store, options, plan_digest(saved)) as held:
@@ -507,14 +554,15 @@ def _refuse_on_beam(saved: Plan) -> None:
                               else None)
 
 
-def _apply_on_beam(saved: Plan, spec: Spec, before: State | None, options: Options, store: Store,
-                   lease: AnyLease) -> Applied:
+def _apply_on_beam(saved: Plan | ShardedPlan, spec: Spec, before: State | None, options: Options,
+                   store: Store, lease: AnyLease) -> Applied:
     """The apply as a pipeline (``beam.apply``) under this run's lease, which the workers check
     before each of their commits. ``before`` is not used: every series is examined against a fresh
-    read, as a saved plan is."""
+    read, as a saved plan is. A sharded plan's shards are read by the workers, never here."""
     beam = _beam()
     assert lease.lease_id is not None
-    journals = beam.journal_directory(str(options.journal_dir), saved, options.pipeline)
+    header = saved.header if isinstance(saved, ShardedPlan) else saved
+    journals = beam.journal_directory(str(options.journal_dir), header, options.pipeline)
     writing = beam.Writing(lease_id=lease.lease_id, lease_ttl=options.lease_ttl,
                            journals=journals, batch_size=options.batch_size,
                            max_writes_per_second=options.max_writes_per_second, timeout=options.timeout,
@@ -523,17 +571,17 @@ def _apply_on_beam(saved: Plan, spec: Spec, before: State | None, options: Optio
         done = beam.apply(spec, saved, writing, options.pipeline,
                           partitions=options.read_partitions or beam.DEFAULT_PARTITIONS)
     except (KeyboardInterrupt, ReconcileError) as error:
-        if isinstance(error, UnsafePlan):
+        if isinstance(error, (UnsafePlan, PlanFileError)):
             raise  # the gate: refused before the first commit
         journaled = beam.journaled(journals)
         if journaled is not None and not journaled[0]:
             raise  # no commit was journaled, so none was sent
         counted = (f"{journaled[1]} writes were applied" if journaled is not None
                    else "some writes may have been applied")
-        raise ApplyInterrupted(f"{_cause(error, saved.source)}. {counted} (journals: {journals}). "
+        raise ApplyInterrupted(f"{_cause(error, header.source)}. {counted} (journals: {journals}). "
                                + _RERUN_APPLY) from error
     verification = done.verification
-    return Applied(plan=saved, results=verification.skipped, verification=verification,
+    return Applied(plan=header, results=verification.skipped, verification=verification,
                    journal=Path(journals) if "://" not in journals else journals)
 
 

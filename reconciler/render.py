@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import singledispatch
 from typing import Any
 
@@ -19,7 +19,7 @@ from reconciler.compare import Comparison, comparison_data, impact
 from reconciler.formats import RESTORE
 from reconciler.markdown import Block, Document, Rows, Table, codes, one_comment, split
 from reconciler.markdown import code as _code
-from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, Selection
+from reconciler.model import CreateDocumentOp, FillFieldsOp, Finding, Op, Plan, Selection, Summary
 from reconciler.plan import dumps_plan
 from reconciler.restore import EXAMPLES as RESTORE_EXAMPLES
 from reconciler.restore import RestoreCheck, RestorePlan
@@ -32,6 +32,7 @@ from reconciler.rollback import (
     describe_change,
     rollback_data,
 )
+from reconciler.sharded import ShardedPlan
 from reconciler.timeline import (
     DUPLICATE,
     ID_TAKEN,
@@ -54,6 +55,13 @@ def render_plan(plan: Plan, fmt: str, show_values: bool = False) -> str:
     """``show_values``: markdown (a pull-request comment, seen by everyone with access to the
     repository) shows no document value unless asked: IDs, series keys, rules and counts only."""
     return PLAN_FORMATS[fmt](plan, show_values)
+
+
+def render_plan_outline(plan: ShardedPlan, fmt: str) -> str:
+    """A sharded plan as its manifest tells it, for a run that does not read its shards (the
+    pipeline's apply: its workers do): the header, how many writes and findings, and the summary;
+    ``reconcile show`` lists them. Text or markdown."""
+    return OUTLINE_FORMATS[fmt](plan)
 
 
 def render_plan_parts(plan: Plan, show_values: bool = False) -> list[str]:
@@ -91,12 +99,35 @@ def _plan_text(plan: Plan) -> str:
                 lines.extend(op_text(group[0]))
         lines.append("")
     else:
-        lines += ["No changes: the data already has the shape the spec declares.", ""]
+        lines += [_NO_CHANGES, ""]
     if plan.findings:
         lines.extend(findings_text(plan.findings))
         lines.append("")
     lines.append(plan.summary.line())
     return "\n".join(lines) + "\n"
+
+
+_NO_CHANGES = "No changes: the data already has the shape the spec declares."
+
+
+def _outline_text(plan: ShardedPlan) -> str:
+    s, where = plan.manifest.summary, printable(plan.directory)
+    lines = [_header(plan.header), ""]
+    if plan.manifest.ops:
+        lines += [f"Changes ({plan.manifest.ops} document writes): {_in_shards(plan)}, read and checked by "
+                  f"the pipeline's workers; `reconcile show {where}` lists them.", ""]
+    else:
+        lines += [_NO_CHANGES, ""]
+    if s.findings:
+        lines += [f"Findings ({s.findings}; left untouched, see docs/findings.md): `reconcile show {where}` "
+                  "lists them.", ""]
+    lines.append(s.line())
+    return "\n".join(lines) + "\n"
+
+
+def _in_shards(plan: ShardedPlan, name: Callable[[str], str] = printable) -> str:
+    count = sum(1 for shard in plan.manifest.shards if shard.kind == "ops")
+    return f"in {_count(count, 'shard')} of {name(plan.directory)}"
 
 
 def findings_text(findings: tuple[Finding, ...] | list[Finding]) -> list[str]:
@@ -152,16 +183,28 @@ def plan_document(plan: Plan, show_values: bool = False) -> Document:
 _CUT = "`--split DIR` writes every row in parts; the JSON plan (`--format json`) has all."
 
 
-def _plan_items(plan: Plan, show_values: bool) -> list[Block | Table]:
-    s = plan.summary
-    selected = (f"**Selected:** {_code(plan.selection.text())}: only the series with this key and their "
-                "responses; nothing outside it is planned or written.", "") if plan.selection else ()
-    items: list[Block | Table] = [Block((
+def _totals(s: Summary, selection: Selection | None) -> Block:
+    selected = (f"**Selected:** {_code(selection.text())}: only the series with this key and their "
+                "responses; nothing outside it is planned or written.", "") if selection else ()
+    return Block((
         *selected,
         f"**{s.line()}** {_count(s.findings, 'finding')} left untouched.", "",
         "| create | link | fill | delete | overwrite | findings |",
         "|---:|---:|---:|---:|---:|---:|",
-        f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", ""))]
+        f"| {s.create} | {s.link} | {s.fill} | 0 | 0 | {s.findings} |", ""))
+
+
+def _outline_markdown(plan: ShardedPlan) -> str:
+    header = plan.header
+    note = (f"The {plan.manifest.ops} document writes are {_in_shards(plan, _code)}, read and checked by the "
+            f"pipeline's workers; {_code(f'reconcile show {plan.directory}')} lists them and the findings.")
+    return one_comment(Document(
+        title=lambda part: f"### reconcile plan: {_code(header.spec_name)} on {_code(header.source)}{part}",
+        items=[_totals(plan.manifest.summary, header.selection), Block((note, ""))], cut_note=_CUT))
+
+
+def _plan_items(plan: Plan, show_values: bool) -> list[Block | Table]:
+    items: list[Block | Table] = [_totals(plan.summary, plan.selection)]
     if plan.ops:
         items.append(Block(_by_rule(plan.ops) + _by_collection(plan.ops)))
     if plan.ops or plan.findings:
@@ -663,6 +706,11 @@ PLAN_FORMATS = {
     "text": lambda plan, show_values: _plan_text(plan),
     "markdown": lambda plan, show_values: one_comment(plan_document(plan, show_values)),
     "json": lambda plan, show_values: dumps_plan(plan),
+}
+
+OUTLINE_FORMATS = {
+    "text": _outline_text,
+    "markdown": _outline_markdown,
 }
 
 COMPARISON_FORMATS = {

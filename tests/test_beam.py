@@ -5,6 +5,7 @@ messy data; a sharded plan is read by apply and show like a plan file, and refus
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -215,6 +216,27 @@ def test_a_manifest_that_names_a_shard_outside_its_directory_or_misses_one_is_re
     findings.unlink()
     with pytest.raises(PlanFileError, match="names this shard but it cannot be read"):
         commands.load_plan(str(out / "manifest.json"))
+
+
+@pytest.mark.parametrize(("summary", "said"), [
+    ({"create": 380}, "its summary says 380 to create, 17 to link, 2 to fill and 21 findings; its "
+                      "shards hold 379, 17, 2 and 21"),
+    ({"findings": 20}, "its shards hold 379, 17, 2 and 21"),
+    ({"link": -1}, '"summary" must hold "create", "link", "fill" and "findings" as whole numbers'),
+    ({"fill": "2"}, '"summary" must hold'),
+])
+def test_a_manifest_whose_counts_its_shards_do_not_give_is_refused(tmp_path, summary, said):
+    """`apply --runner beam` shows the manifest's counts before its workers read the shards, so the
+    counts are part of the plan: every reader refuses a manifest whose shards give other counts."""
+    _, out = beam_plan(CHECKINS, str(DEMO), tmp_path)
+    assert commands.load_plan(str(out))[0].summary.create == 379  # the demo's plan, as written
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["summary"].update(summary)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PlanFileError, match=re.escape(said)):
+        commands.load_plan(str(out))
+    shown = reconcile("show", out)
+    assert shown.returncode == 1 and said in shown.stderr and "Traceback" not in shown.stderr
 
 
 def test_a_sharded_plan_whose_op_is_rewritten_consistently_is_still_refused_by_the_guard(live, tmp_path):

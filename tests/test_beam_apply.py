@@ -28,6 +28,7 @@ from reconciler.errors import LeaseLost, SourceError
 from reconciler.lease import HeldElsewhere, hold_lease
 from reconciler.model import CreateDocumentOp, FillFieldsOp, Plan
 from reconciler.render import verification_data
+from reconciler.sharded import ShardedPlan
 from reconciler.snapshot import SnapshotStore
 from reconciler.spec import load_spec
 
@@ -276,3 +277,150 @@ def test_the_beam_apply_reports_what_the_local_apply_reports_for_generated_state
     local, beam_report = apply_both_ways(live, emulator, state, Path(tempfile.mkdtemp(dir=tmp_path)), change,
                                          allow_empty=True)
     assert beam_report == local
+
+
+# -- a sharded plan: its manifest read by the launcher, its shards by the workers ----------------------
+
+
+def sharded_plan(live, tmp_path: Path) -> Path:
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    commands.plan_on_beam(str(CHECKINS), live.source, beam_options(tmp_path), out=str(out))
+    return out
+
+
+@pytest.mark.parametrize("dataset", ["demo", "messy"])
+def test_a_sharded_plan_read_by_the_workers_reports_what_the_local_apply_reports(
+        live, emulator, tmp_path, dataset):
+    """The plan made by the pipeline, opened by its manifest alone and its shards read by the
+    workers, against the local plan applied in one process: the same data, the same other writer
+    between plan and apply, the same report."""
+    data = (SnapshotStore(DEMO).read() if dataset == "demo" else
+            generate(Shape(clients=25, present=0.6, responses_per_series=5, seed=7, base_missing=0.1,
+                           week_duplicate=0.1, due_mismatch=0.1, response_duplicate=0.1,
+                           response_conflict=0.1)))
+    spec = load_spec(CHECKINS)
+    emulator.reset(live.project)
+    live.load(data)
+    saved = commands.plan(str(CHECKINS), live.source).plan
+    touched = another_writer(live, saved)
+    local = report(commands.apply(saved, spec, options=commands.Options(journal_dir=tmp_path / "local")))
+    emulator.reset(live.project)
+    live.load(data)
+    out = sharded_plan(live, tmp_path)
+    whole, _ = commands.load_plan(str(out))  # the other writer's choice of documents, not the apply's
+    assert [op.path for op in whole.ops] == [op.path for op in saved.ops]  # loaded again: new update times
+    assert another_writer(live, whole) == touched
+    opened, opened_spec = commands.open_plan(str(out))
+    assert isinstance(opened, ShardedPlan) and opened.manifest.ops == len(saved.ops)
+    assert report(commands.apply(opened, opened_spec, options=beam_options(tmp_path / "beam"))) == local
+    assert local["skipped"] and local["created"] > 0
+
+
+# The real command in a process of its own, watching every file it opens: an op shard may only be
+# opened by the workers' step that reads the shards (the DirectRunner runs it in this process).
+WATCHED = """
+import json, os, sys
+from reconciler import beam
+worker, opened = beam._ReadShard.process.__code__, []
+
+def watch(event, args):
+    if event == "open" and isinstance(args[0], str) and os.path.basename(args[0]).startswith("ops-"):
+        frame, inside = sys._getframe(1), False
+        while frame is not None and not inside:
+            inside, frame = frame.f_code is worker, frame.f_back
+        opened.append([args[0], inside])
+
+sys.addaudithook(watch)
+import atexit
+atexit.register(lambda: open(os.environ["OPENED"], "w").write(json.dumps(opened)))
+from reconciler.cli import main
+main()
+"""
+
+
+def test_the_launcher_never_opens_an_op_shard_only_the_workers_do(live, tmp_path):
+    live.load(SnapshotStore(DEMO).read())
+    out = sharded_plan(live, tmp_path)
+    shown = reconcile("show", out)
+    record = tmp_path / "opened.json"
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHED, "apply", str(out), "--auto-approve", "--runner", "beam",
+         "--read-partitions", "2", "--journal-dir", str(tmp_path / "journals")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OPENED": str(record)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    opened = json.loads(record.read_text())
+    [ops] = out.glob("ops-*.jsonl")
+    assert opened and {path for path, _ in opened} == {str(ops)}
+    assert all(inside for _, inside in opened), opened  # no open by the launcher
+    # What the launcher printed from the manifest alone is what `show` says of the whole plan.
+    summary = shown.stdout.splitlines()[-1]
+    count = len(commands.load_plan(str(out))[0].ops)
+    assert summary.startswith("Plan: ") and summary in done.stdout.splitlines()
+    assert f"Changes ({count} document writes): in 1 shard of {out}" in done.stdout
+    assert "converged, nothing lost" in done.stdout
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
+
+
+def _one_byte(out: Path, kind: str, was: bytes) -> str:
+    """One byte of a shard changed; it still decodes, so only its sha256 can tell."""
+    [shard] = out.glob(f"{kind}-*.jsonl")
+    data = shard.read_bytes()
+    at = data.index(was) + len(was) - 1
+    shard.write_bytes(data[:at] + data[at:at + 1].upper() + data[at + 1:])
+    return f"{shard.name}: the shard's sha256 is"
+
+
+def _deleted(out: Path) -> str:
+    [shard] = out.glob("ops-*.jsonl")
+    shard.unlink()
+    return f"{shard.name}: the manifest names this shard but it cannot be read (No such file"
+
+
+def _malformed_and_rehashed(out: Path) -> str:
+    [shard] = out.glob("ops-*.jsonl")
+    lines = shard.read_bytes().splitlines()
+    lines[len(lines) // 2] = b'{"op": "delete_document"}'
+    shard.write_bytes(b"\n".join(lines) + b"\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for listed in manifest["shards"]:
+        if listed["name"] == shard.name:
+            listed["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return f"{shard.name}:{len(lines) // 2 + 1}: not an op of a plan"
+
+
+def _summary_changed(out: Path, field: str) -> str:
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["summary"][field] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return "manifest.json: its summary says"
+
+
+DEFECTS = {
+    "an op shard with one byte changed": lambda out: _one_byte(out, "ops", b'"pending'),
+    "a findings shard with one byte changed": lambda out: _one_byte(out, "findings", b'"series.b'),
+    "an op shard deleted": _deleted,
+    "an op shard malformed and re-hashed into the manifest": _malformed_and_rehashed,
+    "the manifest's count of creates changed": lambda out: _summary_changed(out, "create"),
+    "the manifest's count of findings changed": lambda out: _summary_changed(out, "findings"),
+}
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_a_sharded_plan_that_is_not_the_one_written_is_refused_whole_by_the_pipeline(live, tmp_path, defect):
+    """Every shard is checked by the worker that reads it, against the manifest; the manifest's
+    counts, which the launcher shows, against the shards. One defect anywhere refuses the whole plan
+    before the first commit: exit 1, one sentence naming the file, nothing written, no journal."""
+    live.load(SnapshotStore(DEMO).read())
+    before = live.dump()
+    out = sharded_plan(live, tmp_path)
+    said = DEFECTS[defect](out)
+    done = reconcile("apply", out, "--auto-approve", "--runner", "beam", "--read-partitions", "2",
+                     "--journal-dir", tmp_path / "j")
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{out}/{said}" in lines[0] and lines[0].count(str(out)) == 1, lines[0]  # that file alone
+    assert live.dump() == before
+    assert not list((tmp_path / "j").rglob("*.jsonl"))
