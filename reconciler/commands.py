@@ -21,6 +21,7 @@ from reconciler.drift import Drift, baseline_findings, drift
 from reconciler.errors import (
     ApplyInterrupted,
     ApplyRefused,
+    JournalError,
     PlanFileError,
     ReconcileError,
     SelectionError,
@@ -30,7 +31,7 @@ from reconciler.errors import (
 )
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
-from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal
+from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal, read_run
 from reconciler.kernel import Projection, projection, projection_union, reconcile
 from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
 from reconciler.lease import force_unlock as release_by_force
@@ -585,8 +586,22 @@ class PlannedRollback:
 
 def plan_undo(journal: str, source: str | None = None, options: Options | None = None) -> PlannedRollback:
     """Read a journal, and the documents it names from the source it names, and decide what of its
-    run may be undone. ``source``: a check only; the journal's own source is the one written."""
-    past = read_journal(journal)
+    run may be undone. ``journal`` may be a run directory (``apply --runner beam``: a journal per
+    bundle), rolled back as one run. ``source``: a check only; the journal's own source is the one
+    written."""
+    if "://" in journal:
+        raise JournalError(f"{journal}: rollback reads journals from this machine's disk; copy them here "
+                           f"first (e.g. `gcloud storage cp --recursive {journal} .`) and roll back the "
+                           "copy; nothing was written")
+    if os.path.isdir(journal):
+        if options is not None and Path(options.journal_dir).resolve() == Path(journal).resolve():
+            raise ApplyRefused(f"--journal-dir {journal}: the rollback's own journal would go into the run "
+                               "directory it rolls back, which a later rollback of that directory (to "
+                               "finish this one) would then refuse; give another --journal-dir (default "
+                               f"{DEFAULT_DIRECTORY}). Nothing was written")
+        past = read_run(journal)
+    else:
+        past = read_journal(journal)
     if source is not None and not same_source(source, past.source):
         raise ApplyRefused(f"{journal}: the journal records writes to {past.source}, not to {source}; "
                            "a rollback writes only to the source its journal names. Nothing was written")
