@@ -220,6 +220,7 @@ def plan_on_beam(spec_path: str, source: str, options: Options | None = None,
     options = options or Options()
     spec = load_spec(spec_path)
     beam = _beam()
+    beam.check_options(options.pipeline)  # before the plan directory is made or anything read
     done = beam.plan(spec, source, out, options.pipeline,
                      partitions=options.read_partitions or beam.DEFAULT_PARTITIONS,
                      timeout=options.timeout, lock_collection=options.lock_collection)
@@ -427,6 +428,7 @@ def apply(saved: Plan, spec: Spec, before: State | None = None, options: Options
     work = _apply
     if options.runner == "beam":
         _refuse_on_beam(saved)
+        _check_beam_options(options)  # a bad option takes no lease
         work = _apply_on_beam
     store = open_store(plan_target(saved), options)
     if lease is not None:
@@ -447,6 +449,7 @@ def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool
     store = open_store(source, options)
     if options.runner == "beam":
         _refuse_selection_on_beam(select)
+        _check_beam_options(options)  # nor a bad pipeline option
     with _hold(store, options, None) as lease:
         # Planned and applied in one run: checked against the data by each write's precondition
         # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
@@ -497,6 +500,11 @@ def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, stor
             "`reconcile check` to see whether the data has converged") from error
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
+
+
+def _check_beam_options(options: Options) -> None:
+    """An apply's pipeline options, and where its workers write, refused before its lease."""
+    _beam().check_options(options.pipeline, str(options.journal_dir))
 
 
 def _refuse_on_beam(saved: Plan) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from builders import CHECKINS, DEMO, ROOT, WORKDIR, reconcile
+from emulator import free_port
 from live import Live
 
 from reconciler.lease import LEASE_DOCUMENT, read_holder
@@ -248,3 +249,44 @@ def test_a_directory_that_is_not_one_run_s_journals_is_refused_whole(applied_run
     assert said in one_sentence(done) and "nothing was written" in done.stderr.lower()
     assert live.dump() == after_apply and lease_of(live).update_time == lease  # no lease taken
     assert not (tmp_path / "own").exists() and len(list(run.glob("*.jsonl"))) == 2
+
+
+# -- bad options before anything is taken -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, said", [
+    (["runner=NoSuchRunner"], "--pipeline-option runner=NoSuchRunner: Beam has no runner of that name"),
+    (["runner=DataflowRunnr"], "--pipeline-option runner=DataflowRunnr: Beam has no runner of that name"),
+    (["runner=no.such.Runner"], "--pipeline-option runner=no.such.Runner: no such runner class"),
+    (["runner=os.getcwd"], "--pipeline-option runner=os.getcwd: os.getcwd is not a Beam runner"),
+    (["direct_num_workers=abc"], "invalid int value: 'abc'"),
+    (["no_such_option=1"], "'no_such_option=1': not an option"),
+    (["runner=DataflowRunner"], "give --pipeline-option temp_location=gs://BUCKET/tmp"),
+    (["runner=DataflowRunner", "temp_location=gs://bucket/tmp"],
+     "the workers of a remote runner cannot write"),
+], ids=["unknown-runner", "misspelt-runner", "no-module", "not-a-runner", "bad-value", "unknown-name",
+        "remote-without-temp", "remote-with-local-journals"])
+def test_a_bad_pipeline_option_is_refused_before_the_lease_is_taken(live, tmp_path, options, said):
+    live.load(SnapshotStore(DEMO).read())
+    out = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    before = live.dump()
+    given = [arg for option in options for arg in ("--pipeline-option", option)]
+    for form in ([out], ["--spec", CHECKINS, "--source", live.source]):
+        done = reconcile("apply", *form, "--auto-approve", "--runner", "beam", "--journal-dir",
+                         tmp_path / "journals", *given)
+        assert said in one_sentence(done)
+        assert not lease_of(live).exists  # never taken
+        assert live.dump() == before and not (tmp_path / "journals").exists()
+
+
+@pytest.mark.parametrize("command", ["plan", "check"])
+def test_a_bad_pipeline_option_is_refused_before_the_database_is_read(tmp_path, command):
+    """No emulator answers at this address: a run that read first would say so, not name the option."""
+    nobody = {"FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{free_port()}"}
+    done = reconcile(command, "--spec", CHECKINS, "--source", "firestore://nobody", "--runner", "beam",
+                     "--timeout", "2", "--out" if command == "plan" else "--quiet",
+                     *([tmp_path / "plan"] if command == "plan" else []),
+                     "--pipeline-option", "runner=NoSuchRunner", env=nobody)
+    assert "--pipeline-option runner=NoSuchRunner: Beam has no runner" in one_sentence(done)
+    assert not (tmp_path / "plan").exists()
