@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ from builders import CHECKINS, DEMO, ROOT, WORKDIR, reconcile
 from emulator import free_port
 from live import Live
 
-from reconciler.lease import LEASE_DOCUMENT, read_holder
+from reconciler.lease import LEASE_DOCUMENT, read_holder, take_lease
 from reconciler.snapshot import SnapshotStore
 from reconciler.store import LOCK_COLLECTION
+from reconciler.values import decode
 
 pytest.importorskip("apache_beam")
 
@@ -290,3 +292,83 @@ def test_a_bad_pipeline_option_is_refused_before_the_database_is_read(tmp_path, 
                      "--pipeline-option", "runner=NoSuchRunner", env=nobody)
     assert "--pipeline-option runner=NoSuchRunner: Beam has no runner" in one_sentence(done)
     assert not (tmp_path / "plan").exists()
+
+
+# -- the lease, attacked while the workers commit ------------------------------------------------------
+
+SLOW = ("--batch-size", "5", "--max-writes-per-second", "40")
+
+
+def test_a_lease_taken_over_mid_job_stops_the_workers_at_their_next_commit(live, tmp_path):
+    """While the pipeline commits, its lease expires (the document rewritten) and a second run takes
+    it over. Each worker stops at its next commit: a bundle may finish the commit it had checked
+    the lease for, never another; the command says what the journals hold, and leaves the second
+    run's lease alone."""
+    live.load(SnapshotStore(DEMO).read())
+    out, journals = tmp_path / "plan.json", tmp_path / "journals"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    with running("apply", out, "--auto-approve", "--runner", "beam", "--journal-dir", journals, "--quiet",
+                 *SLOW) as process:
+        wait_for_results(process, journals, 2)
+        os.killpg(process.pid, signal.SIGSTOP)  # the launcher and its workers, between two commits
+        ref = live.client.collection(LOCK_COLLECTION).document(LEASE_DOCUMENT)
+        first = read_holder(live.store.read_lease(LEASE_DOCUMENT)[0], "lease")
+        ref.update({"expires_at": first.started_at - timedelta(seconds=1)})  # its expiry passed
+        second = take_lease(live.store, operation="apply")
+        taken = live.store.read_lease(LEASE_DOCUMENT)[0].update_time
+        os.killpg(process.pid, signal.SIGCONT)
+        code, _, stderr = finished(process)
+    try:
+        assert code == 1, stderr
+        lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
+        assert len(lines) == 1 and "Traceback" not in stderr, stderr
+        sentence = lines[0]
+        assert f"the run's lease {first.lease_id} is no longer safe to write under" in sentence
+        assert f"another run holds the database now (lease {second.lease_id} of" in sentence
+        written = applied(journals)
+        assert f"{written} writes were applied (journals: {next(journals.iterdir())})" in sentence
+        assert 0 < written < 407  # stopped part-way
+        for path in journals.rglob("*.jsonl"):  # per bundle: at most the commit checked before
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            after = [event["batch"] for event in lines if event["event"] == "result"
+                     and any(result["applied"] and decode(result["update_time"], "t") > taken
+                             for result in event["results"])]
+            assert len(after) <= 1, (path, after)
+        holder = read_holder(live.store.read_lease(LEASE_DOCUMENT)[0], "lease")
+        assert holder.lease_id == second.lease_id and holder.state == "held"  # not released by the first
+    finally:
+        second.release()
+    rerun = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve", "--runner",
+                      "beam", "--journal-dir", tmp_path / "again")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
+
+
+@pytest.mark.parametrize("holder, second", [("beam", "local"), ("local", "beam")])
+def test_a_second_operator_is_refused_naming_the_holder_and_writes_nothing(live, tmp_path, holder, second):
+    """One apply holds the lease and is committing (stopped between two commits, so that it holds it
+    for as long as the second takes); the other, local or on Beam, is refused in one sentence
+    naming the first (its process), and writes nothing: the first then finishes converged, with no
+    change by another writer to report."""
+    live.load(SnapshotStore(DEMO).read())
+    out = tmp_path / "plan.json"
+    assert reconcile("plan", "--spec", CHECKINS, "--source", live.source, "--out", out).returncode == 0
+    runner = {"beam": ("--runner", "beam"), "local": ()}
+    first_journals, second_journals = tmp_path / "first", tmp_path / "second"
+    with running("apply", out, "--auto-approve", "--journal-dir", first_journals, "--quiet", *SLOW,
+                 *runner[holder]) as process:
+        wait_for_results(process, first_journals, 1)
+        os.killpg(process.pid, signal.SIGSTOP)
+        try:
+            refused = reconcile("apply", "--spec", CHECKINS, "--source", live.source, "--auto-approve",
+                                "--journal-dir", second_journals, *runner[second])
+        finally:
+            os.killpg(process.pid, signal.SIGCONT)
+        sentence = one_sentence(refused)
+        assert f"{live.source} is locked by another run: lease " in sentence
+        assert f" pid {process.pid} (apply, plan sha256:" in sentence and "nothing was written" in sentence
+        assert not second_journals.exists()
+        code, stdout, stderr = finished(process)
+    assert code == 0, stdout + stderr
+    assert "converged, nothing lost" in stdout and "by another writer" not in stdout
+    assert reconcile("check", "--spec", CHECKINS, "--source", live.source).returncode == 0
