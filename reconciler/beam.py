@@ -33,6 +33,7 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -50,8 +51,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.runners.runner import PipelineRunner, create_runner
 
 from reconciler.errors import PlanFileError, ReconcileError, SourceError, UnsafePlan
 from reconciler.files import make_private_directory
@@ -131,7 +133,44 @@ def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
         raise SourceError(f"--pipeline-option {unknown[0].removeprefix('--')!r}: not an option of Beam's "
                           "pipelines (a misspelt name would be ignored, e.g. the runner's, and the job "
                           "run elsewhere than meant)")
+    _require_runner(options.view_as(StandardOptions).runner)
     return options
+
+
+def _require_runner(name: str | None) -> None:
+    """A runner Beam has, named as Beam names it (``DataflowRunner``, ``dataflow``) or by the full
+    name of a runner class; else one sentence naming the option. Beam itself would say so only
+    when the pipeline is built, in a message of its own."""
+    if not name:
+        return
+    said = f"--pipeline-option runner={name}"
+    if "." not in name:
+        try:
+            create_runner(name)
+        except ValueError:
+            raise SourceError(f"{said}: Beam has no runner of that name (it has "
+                              f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or the full name of a "
+                              "runner class)") from None
+        except ImportError as error:
+            raise SourceError(f"{said}: this runner is not installed here ({_first_line(error)})") from None
+        return
+    module, _, attribute = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise SourceError(f"{said}: no such runner class here ({_first_line(error)})") from None
+    if not (isinstance(found, type) and issubclass(found, PipelineRunner)):
+        raise SourceError(f"{said}: {name} is not a Beam runner (a PipelineRunner class)")
+
+
+def check_options(options: Sequence[str], journal_dir: str | None = None) -> None:
+    """Everything about a run's pipeline options that can be refused before it takes a lease or
+    reads anything: each option (``pipeline_options``); and, for an apply (``journal_dir``: its
+    journals), that the workers of a runner elsewhere can write its temporary results and journals."""
+    pipeline_options(options)
+    if journal_dir is not None:
+        _temporary_location(options)
+        _require_reachable(journal_dir, options)
 
 
 # -- the pipeline's steps --------------------------------------------------------------------------------
@@ -289,16 +328,26 @@ def _temporary_directory(options: Sequence[str]) -> str:
     """Where a plan that is not kept (``check``) is written: under the pipeline's temp_location
     when it names one on a shared filesystem (gs://…), which remote workers can write; else a
     local temporary directory, which only the DirectRunner's workers (this machine) can."""
+    temp = _temporary_location(options, "(or plan with --out gs://BUCKET/PREFIX)")
+    if temp is not None:
+        return FileSystems.join(temp, f"reconcile-plan-{uuid.uuid4().hex}")
+    return tempfile.mkdtemp(prefix="reconcile-beam-plan-")
+
+
+def _temporary_location(options: Sequence[str], otherwise: str = "") -> str | None:
+    """The pipeline's temp_location on a shared filesystem (gs://…), or None for this machine's
+    temporary directory, which only a local runner's workers can write (else an error, which
+    ends with ``otherwise``)."""
     parsed = pipeline_options(options).get_all_options()
     temp = parsed.get("temp_location") or ""
     if "://" in temp:
-        return FileSystems.join(temp.rstrip("/"), f"reconcile-plan-{uuid.uuid4().hex}")
+        return temp.rstrip("/")
     if not _local_runner(options):
         runner = (parsed.get("runner") or "DirectRunner").rsplit(".", 1)[-1]
         raise SourceError(f"--runner beam with runner={runner}: its workers cannot write this machine's "
-                          "temporary directory; give --pipeline-option temp_location=gs://BUCKET/tmp "
-                          "(or plan with --out gs://BUCKET/PREFIX)")
-    return tempfile.mkdtemp(prefix="reconcile-beam-plan-")
+                          "temporary directory; give --pipeline-option temp_location=gs://BUCKET/tmp"
+                          + (f" {otherwise}" if otherwise else ""))
+    return None
 
 
 def _local_runner(options: Sequence[str]) -> bool:
@@ -881,11 +930,9 @@ def journal_directory(journal_dir: str, saved: Plan, options: Sequence[str]) -> 
     shared filesystem (gs://…) for workers elsewhere, whose disks go when the job ends."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     name = f"{stamp}-{''.join(c if c.isalnum() or c in '._-' else '_' for c in saved.spec_name)[:60]}-beam"
+    _require_reachable(journal_dir, options)
     if "://" in journal_dir:
         return FileSystems.join(journal_dir.rstrip("/"), name)
-    if not _local_runner(options):
-        raise SourceError(f"--journal-dir {journal_dir}: the workers of a remote runner cannot write this "
-                          "machine's disk; give --journal-dir gs://BUCKET/PREFIX")
     directory = Path(journal_dir) / name
     try:
         make_private_directory(directory)
@@ -893,6 +940,12 @@ def journal_directory(journal_dir: str, saved: Plan, options: Sequence[str]) -> 
         raise SourceError(f"{directory}: cannot write the apply's journals ({error.strerror}); pass "
                           "--journal-dir with a writable directory") from error
     return str(directory)
+
+
+def _require_reachable(journal_dir: str, options: Sequence[str]) -> None:
+    if "://" not in journal_dir and not _local_runner(options):
+        raise SourceError(f"--journal-dir {journal_dir}: the workers of a remote runner cannot write this "
+                          "machine's disk; give --journal-dir gs://BUCKET/PREFIX")
 
 
 def journaled(directory: str) -> tuple[int, int] | None:

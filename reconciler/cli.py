@@ -462,7 +462,8 @@ def _write_bytes(content: Iterable[bytes]) -> None:
 @click.option("--journal-dir", metavar="DIR", default=str(DEFAULT_DIRECTORY), show_default=True,
               help="Where the apply journal (JSON lines: ops, before-values, outcomes) is written. With "
                    "--runner beam, the run's journals (one per bundle of commits) go to a new directory "
-                   "inside it, which must be gs://BUCKET/PREFIX when the workers run elsewhere.")
+                   "inside it, which must be gs://BUCKET/PREFIX when the workers run elsewhere; `reconcile "
+                   "rollback` takes that directory to undo the whole run.")
 @click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
               help="Cap the write rate. Default: the 500/50/5 ramp on Firestore (start at 500/s, "
                    "+50% every 5 minutes); no cap on the emulator or a snapshot file.")
@@ -894,7 +895,7 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
 
 
 @cli.command()
-@click.argument("journal_file", metavar="JOURNAL")
+@click.argument("journal_file", metavar="JOURNAL|RUN_DIR")
 @click.option("--source", metavar="SRC",
               help="A check: refuse (exit 1, nothing written) unless the journal's source is SRC. The "
                    "rollback always writes to the source the journal names.")
@@ -909,7 +910,7 @@ def restore(snapshot_path: str, target: str, collections: tuple[str, ...], fmt: 
 @click.option("--journal-dir", type=click.Path(file_okay=False, path_type=Path),
               default=DEFAULT_DIRECTORY, show_default=True,
               help="Where the rollback's own journal (its deletes, clears, before-values, outcomes) is "
-                   "written.")
+                   "written; never the RUN_DIR being rolled back.")
 @click.option("--max-writes-per-second", type=click.FloatRange(min=1), metavar="N",
               help="Cap the write rate. Default: the 500/50/5 ramp on Firestore; no cap on the "
                    "emulator or a snapshot file.")
@@ -924,7 +925,8 @@ def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run:
              journal_dir: Path, max_writes_per_second: float | None, batch_size: int, parallel: int,
              lock_timeout: float, lease_ttl: float, quiet: bool, timeout: float) -> None:
     """Undo the writes one past apply (or restore) recorded in JOURNAL, where nobody has touched
-    the documents since.
+    the documents since; or in RUN_DIR, the directory of journals `apply --runner beam` printed
+    after "Journal:" (one journal per bundle of commits), undone as one rollback.
 
     Writes to the source the journal names (--source only checks it). A document the run created
     is deleted, and a document it filled gets exactly its empty values back (a missing field
@@ -940,11 +942,21 @@ def rollback(journal_file: str, source: str | None, auto_approve: bool, dry_run:
     undone, 2 when some were left as they are or skipped, 1 on bad input (nothing written). The
     journal of a rollback is refused: a rollback is not undone by another.
 
+    RUN_DIR: every journal in it (*.jsonl) is read as strictly as one, and their writes are undone
+    together, with one plan, one confirmation and one rollback journal (in --journal-dir, which may
+    not be RUN_DIR). Refused (exit 1, nothing written) when it holds no journal, a rollback's
+    journal, or journals of different sources, specs or plans. Journals are read from this
+    machine's disk: copy a run directory on gs:// here first (gcloud storage cp --recursive).
+
     \b
     Undo the apply whose journal the apply printed:
       reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl \\
         --source firestore://my-project --dry-run
       reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins.jsonl
+    \b
+    Undo a whole `apply --runner beam` (its run directory):
+      reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins-beam --dry-run
+      reconcile rollback .reconcile/journal/20251103T080000123456Z-checkins-beam
     """
     run = _Run(quiet, journal_dir=journal_dir, max_writes_per_second=max_writes_per_second,
                batch_size=batch_size, parallel=parallel, timeout=timeout, lock_timeout=lock_timeout,

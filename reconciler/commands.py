@@ -21,6 +21,7 @@ from reconciler.drift import Drift, baseline_findings, drift
 from reconciler.errors import (
     ApplyInterrupted,
     ApplyRefused,
+    JournalError,
     PlanFileError,
     ReconcileError,
     SelectionError,
@@ -30,7 +31,7 @@ from reconciler.errors import (
 )
 from reconciler.files import FileProblem, read_regular
 from reconciler.guard import admit
-from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal
+from reconciler.journal import DEFAULT_DIRECTORY, Journal, read_journal, read_run
 from reconciler.kernel import Projection, projection, projection_union, reconcile
 from reconciler.lease import DEFAULT_TTL, AnyLease, Holder, Unlocked, hold_lease
 from reconciler.lease import force_unlock as release_by_force
@@ -219,6 +220,7 @@ def plan_on_beam(spec_path: str, source: str, options: Options | None = None,
     options = options or Options()
     spec = load_spec(spec_path)
     beam = _beam()
+    beam.check_options(options.pipeline)  # before the plan directory is made or anything read
     done = beam.plan(spec, source, out, options.pipeline,
                      partitions=options.read_partitions or beam.DEFAULT_PARTITIONS,
                      timeout=options.timeout, lock_collection=options.lock_collection)
@@ -470,6 +472,7 @@ def apply(saved: Plan | ShardedPlan, spec: Spec, before: State | None = None, op
     work = _apply
     if options.runner == "beam":
         _refuse_on_beam(header)
+        _check_beam_options(options)  # a bad option takes no lease
         work = _apply_on_beam
     elif isinstance(saved, ShardedPlan):
         raise ApplyRefused(f"{saved.directory}: a plan read by its manifest alone is applied by the "
@@ -493,6 +496,7 @@ def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool
     store = open_store(source, options)
     if options.runner == "beam":
         _refuse_selection_on_beam(select)
+        _check_beam_options(options)  # nor a bad pipeline option
     with _hold(store, options, None) as lease:
         # Planned and applied in one run: checked against the data by each write's precondition
         # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
@@ -543,6 +547,11 @@ def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, stor
             "`reconcile check` to see whether the data has converged") from error
     return Applied(plan=saved, results=tuple(results), journal=journal.path if journal else None,
                    verification=verification)
+
+
+def _check_beam_options(options: Options) -> None:
+    """An apply's pipeline options, and where its workers write, refused before its lease."""
+    _beam().check_options(options.pipeline, str(options.journal_dir))
 
 
 def _refuse_on_beam(saved: Plan) -> None:
@@ -633,8 +642,22 @@ class PlannedRollback:
 
 def plan_undo(journal: str, source: str | None = None, options: Options | None = None) -> PlannedRollback:
     """Read a journal, and the documents it names from the source it names, and decide what of its
-    run may be undone. ``source``: a check only; the journal's own source is the one written."""
-    past = read_journal(journal)
+    run may be undone. ``journal`` may be a run directory (``apply --runner beam``: a journal per
+    bundle), rolled back as one run. ``source``: a check only; the journal's own source is the one
+    written."""
+    if "://" in journal:
+        raise JournalError(f"{journal}: rollback reads journals from this machine's disk; copy them here "
+                           f"first (e.g. `gcloud storage cp --recursive {journal} .`) and roll back the "
+                           "copy; nothing was written")
+    if os.path.isdir(journal):
+        if options is not None and Path(options.journal_dir).resolve() == Path(journal).resolve():
+            raise ApplyRefused(f"--journal-dir {journal}: the rollback's own journal would go into the run "
+                               "directory it rolls back, which a later rollback of that directory (to "
+                               "finish this one) would then refuse; give another --journal-dir (default "
+                               f"{DEFAULT_DIRECTORY}). Nothing was written")
+        past = read_run(journal)
+    else:
+        past = read_journal(journal)
     if source is not None and not same_source(source, past.source):
         raise ApplyRefused(f"{journal}: the journal records writes to {past.source}, not to {source}; "
                            "a rollback writes only to the source its journal names. Nothing was written")

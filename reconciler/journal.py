@@ -24,7 +24,9 @@ line already counts that commit as in doubt.
 A rollback's journal (format 1.2) has the same lines: its start line says ``"operation":
 "rollback"`` and names the journal it undoes (``"undoes": {"journal", "sha256", "operation"}``),
 and its commit lines hold undo ops (``delete_document``, ``clear_fields``: ``rollback.undo_to_data``).
-``read_journal`` reads an apply's or a restore's journal back, strictly, for a rollback.
+``read_journal`` reads an apply's or a restore's journal back, strictly, for a rollback; ``read_run``
+reads the journals of one run directory (a Beam apply's, one journal per bundle) as one run, whose
+``undoes`` names the directory and the sha256 of its list of journals.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from reconciler.formats import JOURNAL, check_version
 from reconciler.model import Document, OpResult, State
 from reconciler.plan import decode_op, op_to_data, strict_json
 from reconciler.rollback import APPLIED, IN_DOUBT, SKIPPED, UNDOABLE, PastRun, Written
-from reconciler.values import decode, decode_fields, encode, encode_fields, printable
+from reconciler.values import decode, decode_fields, encode, encode_fields, format_timestamp, printable
 
 DEFAULT_DIRECTORY = Path(".reconcile") / "journal"
 
@@ -165,9 +167,10 @@ def _results(results: Sequence[OpResult]) -> list[dict[str, Any]]:
 # op for op. Anything else refuses the whole journal before anything is read from the source.
 
 
-def read_journal(path: str) -> PastRun:
+def read_journal(path: str, within: str | None = None) -> PastRun:
     """The writes an apply's or a restore's journal records. JournalError, one sentence naming the
-    file and line, for anything else (a rollback's own journal included)."""
+    file and line, for anything else (a rollback's own journal included). ``within``: the run
+    directory being read (``read_run``), which a refusal names."""
     try:
         handle = open_regular(path)
     except FileNotFoundError:
@@ -185,12 +188,56 @@ def read_journal(path: str) -> PastRun:
                 lines.append(line)
         except OSError as error:
             raise JournalError(f"{path}: cannot read the journal ({error.strerror})") from error
-    return _Reader(path, lines, digest.hexdigest()).read()
+    return _Reader(path, lines, digest.hexdigest(), within).read()
+
+
+def read_run(directory: str) -> PastRun:
+    """The journals of one run directory (``apply --runner beam`` writes one per bundle of commits
+    into ``<time>-<spec>-beam/``), read as one run: each as strictly as ``read_journal``, in the
+    order of their names (each begins with its start time), their writes joined. JournalError,
+    one sentence, for a directory with no journal, one holding a rollback's journal, or journals
+    of different sources, specs, operations or plans: nothing to roll back as one."""
+    try:
+        paths = sorted(entry for entry in Path(directory).iterdir()
+                       if entry.name.endswith(".jsonl") and not entry.is_dir())
+    except OSError as error:
+        raise JournalError(f"{directory}: cannot list the directory ({error.strerror}); nothing was "
+                           "written") from error
+    if not paths:
+        raise JournalError(f"{directory}: no journal (*.jsonl) in this directory; give the run directory "
+                           "`reconcile apply --runner beam` printed after \"Journal:\", or one journal "
+                           "file; nothing was written")
+    runs = [read_journal(str(path), within=directory) for path in paths]
+    first = runs[0]
+    for run in runs[1:]:
+        for what, mine, theirs in (("source", first.source, run.source),
+                                   ("spec sha256", first.spec_sha256, run.spec_sha256),
+                                   ("operation", first.operation, run.operation),
+                                   ("plan read time", _when(first.plan_read_time),
+                                    _when(run.plan_read_time))):
+            if mine != theirs:
+                raise JournalError(
+                    f"{directory}: its journals are not of one run: {Path(first.journal).name} records "
+                    f"{what} {printable(mine)[:80]}, {Path(run.journal).name} {printable(theirs)[:80]}; roll "
+                    "back each journal on its own (`reconcile rollback FILE`); nothing was written")
+    # The digest of the set: each journal's sha256 and name, one line each, as sha256sum prints them.
+    listing = "".join(f"{run.sha256}  {Path(run.journal).name}\n" for run in runs)
+    started = [run.started for run in runs if run.started is not None]
+    return PastRun(journal=directory, sha256=hashlib.sha256(listing.encode("utf-8")).hexdigest(),
+                   operation=first.operation, spec_name=first.spec_name, spec_sha256=first.spec_sha256,
+                   source=first.source, started=min(started) if started else None,
+                   ended=all(run.ended for run in runs),
+                   written=tuple(written for run in runs for written in run.written),
+                   plan_read_time=first.plan_read_time, journals=tuple(run.journal for run in runs))
+
+
+def _when(moment: datetime | None) -> str:
+    return format_timestamp(moment) if moment is not None else "none"
 
 
 class _Reader:
-    def __init__(self, where: str, lines: list[bytes], sha256: str) -> None:
-        self.where, self.lines, self.sha256 = where, lines, sha256
+    def __init__(self, where: str, lines: list[bytes], sha256: str, within: str | None = None) -> None:
+        self.where, self.lines, self.sha256, self.within = where, lines, sha256, within
 
     def fail(self, number: int, problem: str) -> JournalError:
         return JournalError(f"{self.where}:{number}: {problem}; nothing was written")
@@ -230,6 +277,11 @@ class _Reader:
         if start.get("event") != "start":
             raise self.fail(1, "the first line of a journal is its start line")
         operation = start.get("operation", "apply" if version == "1.0" else None)
+        if operation == "rollback" and self.within is not None:
+            raise JournalError(f"{self.within}: holds {Path(self.where).name}, the journal of a rollback; a "
+                               "directory is rolled back as one run when it holds only that run's journals "
+                               "(the directory `reconcile apply --runner beam` printed after \"Journal:\"); "
+                               "nothing was written")
         if operation == "rollback":
             raise JournalError(f"{self.where}: this is the journal of a rollback, which is not undone by "
                                "another rollback (to write the spec's changes again, run `reconcile "
@@ -270,7 +322,8 @@ class _Reader:
                        spec_name=self.text(start.get("spec"), 1, "spec"),
                        spec_sha256=self.text(start.get("spec_sha256"), 1, "spec_sha256"),
                        source=source, started=self.timestamp(start.get("at"), 1, "at"), ended=ended,
-                       written=tuple(written))
+                       written=tuple(written),
+                       plan_read_time=self.timestamp(start.get("plan_read_time"), 1, "plan_read_time"))
 
     def commit(self, data: dict[str, Any], number: int) -> list[tuple[Any, Document | None]]:
         raw_ops, before = data.get("ops"), data.get("before")

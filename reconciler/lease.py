@@ -402,7 +402,7 @@ class HeldElsewhere:
         else:
             return
         raise LeaseLost(f"{self.store.source}: the run's lease {self.lease_id} is no longer safe to write "
-                        f"under: {reason}; this worker stopped before its next commit")
+                        f"under: {reason}; the pipeline's workers stop before their next commit")
 
 
 class FileLease:

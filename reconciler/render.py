@@ -571,7 +571,8 @@ def _rollback_header(plan: RollbackPlan) -> str:
     started = format_timestamp(past.started) if past.started else "an unknown time"
     ended = "" if past.ended else " (its journal has no end line: the run was stopped)"
     read = format_timestamp(plan.read_time) if plan.read_time else "unknown time"
-    return (f"Rollback of the {printable(past.operation)} recorded in {printable(past.journal)}: spec "
+    where = printable(past.journal) + (f" ({len(past.journals)} journals)" if past.journals else "")
+    return (f"Rollback of the {printable(past.operation)} recorded in {where}: spec "
             f"{printable(past.spec_name) or '(none)'} (sha256 {printable(past.spec_sha256[:12]) or '-'}) on "
             f"{printable(past.source)}, started {started}{ended}; read at {read}")
 
@@ -637,7 +638,9 @@ def rollback_document(plan: RollbackPlan) -> Document:
         f"**{plan.line()}**", "",
         "| delete | restore | left as they are | already as before |", "|---:|---:|---:|---:|",
         f"| {plan.deletes} | {plan.restores} | {len(plan.left)} | {len(plan.already)} |", "",
-        f"The {operation} recorded in {_code(plan.past.journal)} on {_code(plan.source)}, spec "
+        f"The {operation} recorded in {_code(plan.past.journal)}"
+        + (f" ({len(plan.past.journals)} journals)" if plan.past.journals else "")
+        + f" on {_code(plan.source)}, spec "
         f"{_code(plan.spec_name)} (sha256 {_code(plan.spec_sha256[:12])}).", ""))]
     if plan.ops:
         items.append(Table(f"Undo ({len(plan.ops)} document writes)",

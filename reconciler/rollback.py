@@ -57,7 +57,8 @@ class Written:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PastRun:
-    """What one journal says its run (an apply or a restore) wrote, in journal order."""
+    """What one journal says its run (an apply or a restore) wrote, in journal order; or what the
+    journals of one run directory say together (a Beam apply writes one per bundle of commits)."""
 
     journal: str  # the file, as given
     sha256: str  # of the file's bytes
@@ -68,6 +69,8 @@ class PastRun:
     started: datetime | None
     ended: bool  # the journal has its closing line (a run killed with SIGKILL has none)
     written: tuple[Written, ...]
+    plan_read_time: datetime | None = None  # the read time of the plan the run applied
+    journals: tuple[str, ...] = ()  # a run directory's journals, read as one (``journal``: the directory)
 
 
 # -- the undo ops ----------------------------------------------------------------------------------

@@ -435,7 +435,7 @@ def test_bad_input_is_one_sentence_exit_1_and_writes_nothing(live, tmp_path):
         "missing": (tmp_path / "nope.jsonl", "journal not found"),
         "a plan file": (plan_file, "not a journal"),
         "empty": (tmp_path / "empty.jsonl", "the file is empty, not a journal"),
-        "a directory": (tmp_path / "j", "is a directory"),
+        "a directory without a journal": (tmp_path / "no-journal", "no journal (*.jsonl) in this directory"),
         "last line cut": (tmp_path / "cut.jsonl", "the line is cut off (the run was stopped while writing "
                                                   "it); remove this last line"),
         "middle line cut": (tmp_path / "middle.jsonl", "not valid JSON"),
@@ -446,6 +446,8 @@ def test_bad_input_is_one_sentence_exit_1_and_writes_nothing(live, tmp_path):
         "another source checked": (journal, "the journal records writes to"),
     }
     (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "no-journal").mkdir()
+    (tmp_path / "no-journal" / "notes.txt").write_text("not a journal")
     (tmp_path / "cut.jsonl").write_text(text[:-40])
     (tmp_path / "middle.jsonl").write_text("".join(lines[:2] + [lines[2][:50] + "\n"] + lines[3:]))
     commit = json.loads(lines[1])  # the commit line alone edited to name another document
