@@ -539,6 +539,8 @@ def apply(plan_file: str | None, spec_path: str | None, source: str | None, auto
                                    "--select goes with --spec and --source")
         # The pipeline's workers read a sharded plan's shards: here, only its manifest is read.
         saved, spec = (commands.open_plan if beam else commands.load_plan)(plan_file, pinned=spec_path)
+        if beam:  # a bad pipeline option is said before the plan is shown
+            commands.check_beam_options(run.options)
         if fmt != "json":  # JSON output is one document: the validation report below
             _echo(render_plan_outline(saved, fmt) if isinstance(saved, ShardedPlan)
                   else render_plan(saved, fmt))

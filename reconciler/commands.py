@@ -22,6 +22,7 @@ from reconciler.errors import (
     ApplyInterrupted,
     ApplyRefused,
     JournalError,
+    LeaseLost,
     PlanFileError,
     ReconcileError,
     SelectionError,
@@ -472,7 +473,7 @@ def apply(saved: Plan | ShardedPlan, spec: Spec, before: State | None = None, op
     work = _apply
     if options.runner == "beam":
         _refuse_on_beam(header)
-        _check_beam_options(options)  # a bad option takes no lease
+        check_beam_options(options)  # a bad option takes no lease
         work = _apply_on_beam
     elif isinstance(saved, ShardedPlan):
         raise ApplyRefused(f"{saved.directory}: a plan read by its manifest alone is applied by the "
@@ -496,7 +497,7 @@ def plan_and_apply(spec_path: str, source: str, review: Callable[[Planned], bool
     store = open_store(source, options)
     if options.runner == "beam":
         _refuse_selection_on_beam(select)
-        _check_beam_options(options)  # nor a bad pipeline option
+        check_beam_options(options)  # nor a bad pipeline option
     with _hold(store, options, None) as lease:
         # Planned and applied in one run: checked against the data by each write's precondition
         # (and a fresh read after a prompt), not by a pin meant for a plan saved and applied later.
@@ -549,7 +550,7 @@ def _apply(saved: Plan, spec: Spec, before: State | None, options: Options, stor
                    verification=verification)
 
 
-def _check_beam_options(options: Options) -> None:
+def check_beam_options(options: Options) -> None:
     """An apply's pipeline options, and where its workers write, refused before its lease."""
     _beam().check_options(options.pipeline, str(options.journal_dir))
 
@@ -588,7 +589,7 @@ def _apply_on_beam(saved: Plan | ShardedPlan, spec: Spec, before: State | None, 
         counted = (f"{journaled[1]} writes were applied" if journaled is not None
                    else "some writes may have been applied")
         raise ApplyInterrupted(f"{_cause(error, header.source)}. {counted} (journals: {journals}). "
-                               + _RERUN_APPLY) from error
+                               + _rerun_apply(error)) from error
     verification = done.verification
     return Applied(plan=header, results=verification.skipped, verification=verification,
                    journal=Path(journals) if "://" not in journals else journals)
@@ -620,6 +621,15 @@ _RERUN_APPLY = ("Re-running apply is safe: nothing is written twice and every wr
                 "precondition; for a saved plan, make a new one with `reconcile plan` first.")
 
 
+def _rerun_apply(error: BaseException) -> str:
+    """What to do after an apply stopped part-way: after a lost lease, another run may hold it now,
+    and a re-run is refused until that run has ended."""
+    if isinstance(error, LeaseLost):
+        return ("Re-run apply once the run that holds the lease now has ended (until then a new run "
+                "is refused, naming it); " + _RERUN_APPLY[0].lower() + _RERUN_APPLY[1:])
+    return _RERUN_APPLY
+
+
 def _interrupted(error: BaseException, journal: Journal, total: int, source: str,
                  operation: str = "apply", rerun: str = _RERUN_APPLY) -> BaseException:
     """A run that ended before its last commit: say what was written, from the journal."""
@@ -630,7 +640,7 @@ def _interrupted(error: BaseException, journal: Journal, total: int, source: str
              else "")
     return ApplyInterrupted(
         f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
-        + rerun)
+        + (_rerun_apply(error) if rerun is _RERUN_APPLY else rerun))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -278,6 +278,7 @@ def test_a_bad_pipeline_option_is_refused_before_the_lease_is_taken(live, tmp_pa
         done = reconcile("apply", *form, "--auto-approve", "--runner", "beam", "--journal-dir",
                          tmp_path / "journals", *given)
         assert said in one_sentence(done)
+        assert not done.stdout.strip(), done.stdout  # said before any plan is shown
         assert not lease_of(live).exists  # never taken
         assert live.dump() == before and not (tmp_path / "journals").exists()
 
@@ -327,6 +328,7 @@ def test_a_lease_taken_over_mid_job_stops_the_workers_at_their_next_commit(live,
         assert f"another run holds the database now (lease {second.lease_id} of" in sentence
         written = applied(journals)
         assert f"{written} writes were applied (journals: {next(journals.iterdir())})" in sentence
+        assert "Re-run apply once the run that holds the lease now has ended" in sentence
         assert 0 < written < 407  # stopped part-way
         for path in journals.rglob("*.jsonl"):  # per bundle: at most the commit checked before
             lines = [json.loads(line) for line in path.read_text().splitlines()]

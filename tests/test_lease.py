@@ -264,6 +264,7 @@ def test_a_run_whose_lease_is_taken_away_stops_before_its_next_commit(live, tmp_
     sentence = one_sentence(stderr)
     assert f"this run lost its lease {lease.lease_id}: it was released at " in sentence
     assert "(force-unlock); stopped before the next commit" in sentence and "writes were applied" in sentence
+    assert "Re-run apply once the run that holds the lease now has ended" in sentence
     events = journal_events(journal)
     assert sent <= commits(journal) <= sent + 1
     end = events[-1]
