@@ -617,8 +617,8 @@ def _cause(error: BaseException, source: str, operation: str = "apply") -> str:
     return str(error)
 
 
-_RERUN_APPLY = ("Re-running apply is safe: nothing is written twice and every write keeps its "
-                "precondition; for a saved plan, make a new one with `reconcile plan` first.")
+_SAFE_TO_RERUN = ("re-running apply is safe: nothing is written twice and every write keeps its "
+                  "precondition; for a saved plan, make a new one with `reconcile plan` first.")
 
 
 def _rerun_apply(error: BaseException) -> str:
@@ -626,12 +626,12 @@ def _rerun_apply(error: BaseException) -> str:
     and a re-run is refused until that run has ended."""
     if isinstance(error, LeaseLost):
         return ("Re-run apply once the run that holds the lease now has ended (until then a new run "
-                "is refused, naming it); " + _RERUN_APPLY[0].lower() + _RERUN_APPLY[1:])
-    return _RERUN_APPLY
+                "is refused, naming it); " + _SAFE_TO_RERUN)
+    return _SAFE_TO_RERUN[0].upper() + _SAFE_TO_RERUN[1:]
 
 
 def _interrupted(error: BaseException, journal: Journal, total: int, source: str,
-                 operation: str = "apply", rerun: str = _RERUN_APPLY) -> BaseException:
+                 operation: str = "apply", rerun: str | None = None) -> BaseException:
     """A run that ended before its last commit: say what was written, from the journal."""
     if not isinstance(error, (KeyboardInterrupt, ReconcileError)):
         return error  # a bug: reported as one, with the journal already closed
@@ -640,7 +640,7 @@ def _interrupted(error: BaseException, journal: Journal, total: int, source: str
              else "")
     return ApplyInterrupted(
         f"{cause}. {journal.applied} of {total} writes were applied{doubt} (journal: {journal.path}). "
-        + (_rerun_apply(error) if rerun is _RERUN_APPLY else rerun))
+        + (rerun if rerun is not None else _rerun_apply(error)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
